@@ -56,4 +56,12 @@ d = { 'settings': { 'branch': 'main',
                                'mlrpl.masking.drop_labels': ('masking.html#drop_labels', 'mlrpl/masking.py'),
                                'mlrpl.masking.known_mask': ('masking.html#known_mask', 'mlrpl/masking.py'),
                                'mlrpl.masking.load_mask': ('masking.html#load_mask', 'mlrpl/masking.py'),
-                               'mlrpl.masking.save_mask': ('masking.html#save_mask', 'mlrpl/masking.py')}}}
+                               'mlrpl.masking.save_mask': ('masking.html#save_mask', 'mlrpl/masking.py')},
+            'mlrpl.metrics': { 'mlrpl.metrics._prep': ('metrics.html#_prep', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics._sorted': ('metrics.html#_sorted', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics._warn_empty': ('metrics.html#_warn_empty', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics.average_precision': ('metrics.html#average_precision', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics.evaluate': ('metrics.html#evaluate', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics.mean_average_precision': ('metrics.html#mean_average_precision', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics.pseudo_label_quality': ('metrics.html#pseudo_label_quality', 'mlrpl/metrics.py'),
+                               'mlrpl.metrics.threshold_metrics': ('metrics.html#threshold_metrics', 'mlrpl/metrics.py')}}}
