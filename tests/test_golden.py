@@ -1,0 +1,75 @@
+"mlrpl against fixtures computed by the official HCP-MLR-PL code (regenerate: tests/golden/make_golden.py)."
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from mlrpl.data import label_graph
+from mlrpl.masking import drop_labels
+from mlrpl.metrics import average_precision, mean_average_precision, threshold_metrics
+
+GOLDEN = Path(__file__).parent/"golden"
+KEYS = ("OP", "OR", "OF1", "CP", "CR", "CF1")  # the official tuple order
+
+
+def load(name):
+    with np.load(GOLDEN/f"{name}.npz") as z: return dict(z)
+
+M = load("metrics")
+CASES = sorted({k.split("_")[0] for k in M if k.startswith("c")})
+
+
+def test_masking():
+    g = load("masking")
+    for p, official in zip(g["props"], g["partial"]):
+        np.testing.assert_array_equal(drop_labels(g["labels"], p), official, err_msg=f"known_prop={p}")
+
+
+def test_label_graph():
+    g = load("label_graph")
+    nan_rows = np.isnan(g["graph"]).all(1)
+    assert nan_rows[3] and (np.isnan(g["graph"]) == nan_rows[:, None]).all()
+    with pytest.warns(RuntimeWarning):
+        ours = label_graph(g["partial"], guard=False)
+    np.testing.assert_allclose(ours, g["graph"], rtol=0, atol=1e-12)  # NaNs must sit at the same places
+    guarded = label_graph(g["partial"])
+    assert not np.isnan(guarded).any() and (guarded[nan_rows] == 0).all()
+    np.testing.assert_allclose(guarded[~nan_rows], g["graph"][~nan_rows], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_map_voc2012(case):
+    s, t = M[f"{case}_scores"], M[f"{case}_targets"]
+    np.testing.assert_allclose(average_precision(s, t), M[f"{case}_ap_voc"], rtol=0, atol=1e-9)
+    assert mean_average_precision(s, t) == pytest.approx(float(M[f"{case}_map"]), rel=0, abs=1e-9)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ap_meter(case):
+    # the official meter keeps its APs in float32
+    ours = average_precision(M[f"{case}_scores"], M[f"{case}_targets"], interpolation="none")
+    np.testing.assert_allclose(ours, M[f"{case}_ap"], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("top_k, key", [(None, "overall"), (3, "top3")])
+def test_threshold_metrics(case, top_k, key):
+    ours = threshold_metrics(M[f"{case}_scores"], M[f"{case}_targets"], top_k=top_k)
+    np.testing.assert_allclose([ours[k] for k in KEYS], M[f"{case}_{key}"], rtol=0, atol=1e-6)
+
+
+def test_map_voc2012_ties():
+    s, t = M["tie_scores"], M["tie_targets"]
+    assert (s[:, :, None] == s[:, None, :]).any()  # the case has ties within a class
+    # NumPy's default argsort is unstable and its tie order depends on the SIMD code path it picks
+    if not (np.argsort(-s.T, axis=1) == M["tie_order"]).all():
+        pytest.skip("this NumPy breaks ties differently from the machine that made the fixture")
+    np.testing.assert_allclose(average_precision(s, t), M["tie_ap_voc"], rtol=0, atol=1e-9)
+    assert mean_average_precision(s, t) == pytest.approx(float(M["tie_map"]), rel=0, abs=1e-9)
+
+
+def test_noninterpolated_ties_sklearn():
+    s, t = M["tie_scores"], M["tie_targets"]
+    expected = [average_precision_score(t[:, k] > 0, s[:, k]) for k in range(t.shape[1])]
+    np.testing.assert_allclose(average_precision(s, t, interpolation="none"), expected, rtol=0, atol=1e-6)
