@@ -26,13 +26,13 @@ def test_masking():
         np.testing.assert_array_equal(drop_labels(g["labels"], p), official, err_msg=f"known_prop={p}")
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # guard=False: the official 0/0 rows
 def test_label_graph():
     g = load("label_graph")
     nan_rows = np.isnan(g["graph"]).all(1)
     assert nan_rows[3] and (np.isnan(g["graph"]) == nan_rows[:, None]).all()
-    with pytest.warns(RuntimeWarning):
-        ours = label_graph(g["partial"], guard=False)
-    np.testing.assert_allclose(ours, g["graph"], rtol=0, atol=1e-12)  # NaNs must sit at the same places
+    # assert_allclose also requires the NaNs at the same places
+    np.testing.assert_allclose(label_graph(g["partial"], guard=False), g["graph"], rtol=0, atol=1e-12)
     guarded = label_graph(g["partial"])
     assert not np.isnan(guarded).any() and (guarded[nan_rows] == 0).all()
     np.testing.assert_allclose(guarded[~nan_rows], g["graph"][~nan_rows], rtol=0, atol=1e-12)
@@ -61,7 +61,7 @@ def test_threshold_metrics(case, top_k, key):
 
 def test_map_voc2012_ties():
     s, t = M["tie_scores"], M["tie_targets"]
-    assert (s[:, :, None] == s[:, None, :]).any()  # the case has ties within a class
+    assert any(np.unique(col).size < col.size for col in s.T)  # ties within a class
     # NumPy's default argsort is unstable and its tie order depends on the SIMD code path it picks
     if not (np.argsort(-s.T, axis=1) == M["tie_order"]).all():
         pytest.skip("this NumPy breaks ties differently from the machine that made the fixture")
