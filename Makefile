@@ -1,0 +1,50 @@
+# mlrpl: `make reproduce` runs the main job, `make test` runs the tests (both create .venv when missing).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The tested torch pair; override for another platform, e.g. `make TORCH="torch==2.9.1 torchvision==0.24.1" test`.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+RUNS := runs
+
+.PHONY: reproduce test venv data fashion-mnist notebooks export clean readme check-clean
+
+reproduce: data notebooks ## the main job: data, then every notebook end to end
+
+test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
+	$(BIN)/python tests/run.py
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+fashion-mnist: ## the real Fashion-MNIST files (Debian package), when missing and running as root
+	@if [ -f "$(FASHION_MNIST)/train-images-idx3-ubyte.gz" ] || [ -f "$${MLRPL_DATA:-data}/fashion-mnist/train-images-idx3-ubyte.gz" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' or put its four .gz files in data/fashion-mnist/"; exit 1; fi
+
+data: venv fashion-mnist ## FashionScenes (8,000 / 2,000 scenes) under the data root
+	$(BIN)/python -c "from mlrpl.core import data_root; from mlrpl.fashionscenes import write_fashion_scenes as w; print('FashionScenes:', w(data_root()/'fashionscenes'))"
+
+notebooks: venv ## execute every library notebook, slow cells included, into runs/notebooks/
+	mkdir -p $(RUNS)/notebooks
+	cd nbs && for nb in [0-9]*.ipynb; do \
+	  ../$(BIN)/papermill --cwd . -k python3 --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
+
+export: venv ## notebooks → mlrpl/ and README.md
+	$(BIN)/nbdev_export
+	$(BIN)/python .ci/readme.py
+
+clean: venv ## strip notebook outputs and metadata (keeps papermill's tags)
+	$(BIN)/nbdev_clean
+
+check-clean: venv ## fail if notebooks are not clean or mlrpl/ / README.md are out of date
+	$(BIN)/nbdev_clean && git diff --exit-code -- nbs
+	$(BIN)/nbdev_export && $(BIN)/python .ci/readme.py && git diff --exit-code -- mlrpl README.md

@@ -1,0 +1,51 @@
+"""The project's own wiring: dependencies declared once, README generated and naming the two commands."""
+import configparser
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+root = Path(__file__).resolve().parent.parent
+
+
+def _settings():
+    cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(root / "settings.ini")
+    return cfg["DEFAULT"]
+
+
+def test_environment_yml_lists_the_settings_requirements():
+    s = _settings()
+    declared = s["requirements"].split() + s["dev_requirements"].split()
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert sorted(pip) == sorted(declared)
+
+
+def test_settings_keep_papermill_tags_and_notest():
+    s = _settings()
+    assert s["allowed_cell_metadata_keys"].strip() == "tags"
+    assert s["tst_flags"].strip() == "notest"
+    assert "nbdev==2.4.14" in s["dev_requirements"].split()
+
+
+def test_readme_is_generated_from_index():
+    r = subprocess.run([sys.executable, str(root / ".ci" / "readme.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
+    readme = (root / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, re.S)
+    commands = [l.strip() for b in blocks for l in b.splitlines() if l.strip().startswith("make ")]
+    assert commands[:2] == ["make reproduce", "make test"]
+    ci = (root / ".ci" / "run").read_text().splitlines()
+    assert "make test" in [l.strip() for l in ci]
+
+
+def test_library_notebooks_have_no_outputs():
+    import json
+    for nb in sorted((root / "nbs").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), nb.name
