@@ -36,7 +36,7 @@ data: venv fashion-mnist ## FashionScenes (8,000 / 2,000 scenes) under the data 
 notebooks: venv ## execute every library notebook, slow cells included, into runs/notebooks/
 	mkdir -p $(RUNS)/notebooks
 	cd nbs && for nb in [0-9]*.ipynb; do \
-	  ../$(BIN)/papermill --cwd . -k python3 --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
+	  ../$(BIN)/papermill --cwd . -k python3 --no-progress-bar --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
 
 export: venv ## notebooks → mlrpl/ and README.md
 	$(BIN)/nbdev_export
