@@ -1,0 +1,47 @@
+"""One small training run, for the resume and multi-process tests: `python tests/_train_run.py OUT [options]`."""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import transforms as T
+
+from mlrpl.data import get_dataset, label_graph
+from mlrpl.embeddings import class_embeddings
+from mlrpl.fashionscenes import write_fashion_scenes
+from mlrpl.methods import get
+from mlrpl.trainer import Trainer, TrainConfig, world
+
+
+def build(method, data, known_prop=0.5, pseudo_start=1):
+    tf = T.Compose([T.Resize(32), T.ToTensor()])
+    train = get_dataset("fashionscenes", data, "train", transform=tf, known_prop=known_prop)
+    test = get_dataset("fashionscenes", data, "test", transform=tf)
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.ReLU())  # no BatchNorm: its batch statistics are per process
+    kw = dict(num_classes=10, backbone=backbone, img_dim=16)
+    if method not in ("bce", "an", "durand"):
+        kw.update(adjacency=label_graph(train.partial), word_embeddings=class_embeddings(train.class_names), inter_dim=8, out_dim=16)
+    if method in ("sst", "hst"): kw["pseudo_start"] = pseudo_start
+    return get(method, **kw), train, test
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--method", default="an")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--known", type=float, default=1.0)
+    ap.add_argument("--val", type=float, default=0.0)
+    a = ap.parse_args()
+    model, train, test = build(a.method, a.data, a.known)
+    cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch, lr=1e-2, val_fraction=a.val, progress=False, checkpoint=False)
+    t = Trainer(model, train, test, cfg)
+    summary = t.fit()
+    if world()[0] == 0:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(dict(summary=summary, weights={k: v.tolist() for k, v in model.state_dict().items()})))

@@ -1,0 +1,72 @@
+"""Trainer behaviour that does not belong in a lesson: exact resume across the pseudo-label start, and
+2 processes under torchrun equal to 1 process with the same global batch."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlrpl.fashionscenes import write_fashion_scenes
+from mlrpl.trainer import Trainer, TrainConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _train_run import build  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_fashion_scenes(tmp_path_factory.mktemp("scenes"), n_train=96, n_val=32, source="digits")
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["sst", "hst"])
+def test_resume_after_epoch_2_equals_uninterrupted(method, scenes, tmp_path):
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=1e-2, progress=False, seed=3)  # pseudo labels from epoch 1
+    m1, tr, te = build(method, scenes)
+    full = Trainer(m1, tr, te, cfg, results_dir=tmp_path / "full").fit()
+    m2, tr, te = build(method, scenes)
+    Trainer(m2, tr, te, TrainConfig(**{**cfg.__dict__, "epochs": 2}), results_dir=tmp_path / "cut").fit()
+    m3, tr, te = build(method, scenes)  # a fresh process would rebuild the model the same way
+    resumed = Trainer(m3, tr, te, cfg, results_dir=tmp_path / "cut").fit(resume=True)
+    assert resumed == full
+    s1, s3 = _state(m1), _state(m3)
+    assert s1.keys() == s3.keys() and all(torch.equal(s1[k], s3[k]) for k in s1)
+    if method == "hst": assert m3.prototype_mask.any()  # prototypes came back from the checkpoint
+    else: assert m3.queue.filled.sum() > 0
+    hist = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [0, 1, 2, 3]  # the finished epoch is not run again
+
+
+def test_checkpoint_loads_weights_only(scenes, tmp_path):
+    m, tr, te = build("hst", scenes)
+    Trainer(m, tr, te, TrainConfig(epochs=2, batch_size=16, progress=False), results_dir=tmp_path).fit()
+    st = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "history", "epoch", "config"} <= set(st)
+    assert "theta_intra" in st["model"] and "prototypes" in st["model"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def test_two_processes_equal_one(scenes, tmp_path):
+    run = str(Path(__file__).parent / "_train_run.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--data", str(scenes), "--method", "an", "--epochs", "2"]
+    subprocess.run([sys.executable, run, str(tmp_path / "one.json"), "--batch", "16", *common], check=True, env=env, timeout=600)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                    "--master_port", str(_free_port()), run, str(tmp_path / "two.json"), "--batch", "8", *common],
+                   check=True, env=env, timeout=600)
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    for k in one["weights"]:
+        np.testing.assert_allclose(np.array(two["weights"][k]), np.array(one["weights"][k]), rtol=1e-4, atol=1e-6)
+    assert abs(one["summary"]["test_mAP_last"] - two["summary"]["test_mAP_last"]) < 1e-6
