@@ -25,6 +25,8 @@ def build(method, data, known_prop=0.5, pseudo_start=1):
     if method not in ("bce", "an", "durand"):
         kw.update(adjacency=label_graph(train.partial), word_embeddings=class_embeddings(train.class_names), inter_dim=8, out_dim=16)
     if method in ("sst", "hst"): kw["pseudo_start"] = pseudo_start
+    if method in ("sarb", "dsrb"): kw["blend_start"] = pseudo_start
+    if method == "dsrb": kw["map_size"] = 4
     return get(method, **kw), train, test
 
 
