@@ -73,3 +73,10 @@ def test_noninterpolated_ties_sklearn():
     s, t = M["tie_scores"], M["tie_targets"]
     expected = [average_precision_score(t[:, k] > 0, s[:, k]) for k in range(t.shape[1])]
     np.testing.assert_allclose(average_precision(s, t, interpolation="none"), expected, rtol=0, atol=1e-6)
+
+
+def test_clsl_mask_scheme_equals_the_official_clsl_mask():
+    z = np.load(GOLDEN / "clsl_mask.npz")
+    from mlrpl.masking import known_mask
+    for p, want in zip(z["known_prop"], z["masks"]):
+        np.testing.assert_array_equal(known_mask(z["labels"], float(p), "clsl", seed=0), want)
