@@ -27,6 +27,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from weights import fill_state_dict, shapes_of, shapes_to_json  # noqa: E402
+from official import adjacency, f32, npy, patch_for_cpu, t32  # noqa: E402
 
 FIXED = ("wordFeatures", "inMatrix", "outMatrix", "GraphNeuralNetwork.inMatrix", "GraphNeuralNetwork.outMatrix")
 SOURCE = {"wordFeatures": "word_features", "inMatrix": "adjacency", "outMatrix": "adjacency_T",
@@ -36,18 +37,10 @@ KEPT = {"alpha": 0.5, "beta": 0.5}  # the constructor's values, left out of the 
 
 def load_reference(ref: Path):
     "Import the official modules, with `.cuda()` a no-op and np.float/np.int restored."
-    np.float, np.int = float, int
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    nn.Module.cuda = lambda self, *a, **k: self
-    sys.path.insert(0, str(ref))
+    patch_for_cpu(ref)
     import loss.SARB as lsarb, loss.DSRB as ldsrb
     import model.SARB as msarb, model.DSRB as mdsrb
     return types.SimpleNamespace(SARB=msarb.SARB, DSRB=mdsrb.DSRB, lsarb=lsarb, ldsrb=ldsrb)
-
-
-def f32(a): return np.asarray(a, dtype=np.float32)
-def npy(t): return t.detach().cpu().numpy()
-def t32(a, grad=False): return torch.tensor(f32(a), requires_grad=grad)
 
 
 def grad(y, x):
@@ -58,14 +51,6 @@ def grad(y, x):
 
 def same_state(after, replay, what):
     assert torch.equal(after, replay), f"{what}: the official call drew more or fewer numbers than the replay"
-
-
-def adjacency(labels):
-    "A[i, j] = N(i, j)/N(i, i) over the positives, rows of classes without positives left at 0."
-    pos = (labels == 1).astype(np.float64)
-    n = pos.T @ pos
-    d = np.diag(n).copy()
-    return np.divide(n, d[:, None], out=np.zeros_like(n), where=d[:, None] > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from weights import fill_state_dict, shapes_of, shapes_to_json  # noqa: E402
+from official import adjacency, f32, npy, patch_for_cpu, t32  # noqa: E402
 
 FIXED = ("wordFeatures", "inMatrix", "outMatrix", "GraphNeuralNetwork.inMatrix", "GraphNeuralNetwork.outMatrix")
 SOURCE = {"wordFeatures": "word_features", "inMatrix": "adjacency", "outMatrix": "adjacency_T",
@@ -26,10 +27,7 @@ SOURCE = {"wordFeatures": "word_features", "inMatrix": "adjacency", "outMatrix":
 
 def load_reference(ref: Path):
     "Import the official modules, with `.cuda()` a no-op and np.float/np.int restored."
-    np.float, np.int = float, int
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    nn.Module.cuda = lambda self, *a, **k: self
-    sys.path.insert(0, str(ref))
+    patch_for_cpu(ref)
     import loss.HST as lh, loss.SST as ls, loss.SARB as lsarb
     import model.SST as ms, model.HST as mh
     from model.SemanticDecoupling import SemanticDecoupling
@@ -40,25 +38,12 @@ def load_reference(ref: Path):
                                  GatedGNN=GatedGNN, Element_Wise_Layer=Element_Wise_Layer, resnet101=resnet101)
 
 
-def f32(a): return np.asarray(a, dtype=np.float32)
-def npy(t): return t.detach().cpu().numpy()
-def t32(a, grad=False): return torch.tensor(f32(a), requires_grad=grad)
-
-
 def fill(module, seed, scale, exclude=()):
     "Load fill_state_dict weights into `module` (the `exclude` entries keep their values); return their spec."
     sd = module.state_dict()
     shapes = shapes_of(sd, exclude)
     module.load_state_dict(fill_state_dict(shapes, seed, {k: sd[k] for k in exclude}, scale=scale), strict=True)
     return shapes_to_json(shapes)
-
-
-def adjacency(labels):
-    "A[i, j] = N(i, j)/N(i, i) over the positives, rows of classes without positives left at 0."
-    pos = (labels == 1).astype(np.float64)
-    n = pos.T @ pos
-    d = np.diag(n).copy()
-    return np.divide(n, d[:, None], out=np.zeros_like(n), where=d[:, None] > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
