@@ -69,6 +69,7 @@ def _backbone(backbone, pretrained, img_dim):
 class Method(nn.Module):
     "Base of every method: a backbone, a forward that returns a dict with `logits`, a loss, epoch hooks."
     name = "method"
+    recipe = "hcp"  # the training recipe mlrpl.run uses by default (optimiser, schedule, EMA, augmentation)
     def features(self, x:torch.Tensor) -> torch.Tensor:
         "The backbone's feature map (B, D, H, W)."
         return self.backbone(x)

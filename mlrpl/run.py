@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision import transforms as T
 
 from .core import data_root, get_device, project_root, results_root, set_seed
 from .data import DATASETS, IMAGENET_MEAN, get_dataset, label_graph, official_transforms
@@ -23,12 +24,19 @@ from . import methods as M
 from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
-__all__ = ['RunConfig', 'environment', 'map_size', 'build_model', 'run']
+__all__ = ['RECIPES', 'AUGMENTS', 'RunConfig', 'environment', 'map_size', 'build_model', 'run']
 
 # %% ../nbs/11b_run.ipynb #135c8544
+RECIPES = {  # the training recipes of the two code bases (lr and weight decay stay explicit RunConfig fields)
+    "hcp": dict(optimizer="adam", scheduler="step", ema_decay=0.0, augment="hcp"),  # SST/HST/SARB/DSRB: lr 1e-5, wd 5e-4
+    "clsl": dict(optimizer="adamw", scheduler="onecycle", ema_decay=0.9997, augment="clsl"),  # CLSL: lr 1e-4 (COCO 5e-5), wd 1e-4
+}
+AUGMENTS = ("hcp", "clsl", "flip")
+
 @dataclass
 class RunConfig:
     dataset:str = "fashionscenes"  # a registered dataset (mlrpl.data.DATASETS)
+    label:str = ""  # this configuration's name in tables and figures ("": the method's name), e.g. "sarb: ILRB only"
     data_root:str = ""  # the dataset's folder ("": its default under $MLRPL_DATA)
     method:str = "hst"  # a registered method (mlrpl.methods.available())
     known_prop:float = 0.1  # share of training label entries kept
@@ -47,6 +55,11 @@ class RunConfig:
     lr:float = 1e-5
     weight_decay:float = 5e-4
     step_size:int = 10
+    recipe:str = "auto"  # "auto" (the method's own: hcp for SST/HST/SARB/DSRB/baselines, clsl for CLSL), "hcp" or "clsl"
+    optimizer:str = ""  # "" (the recipe's), "adam", "adamw" or "sgd"
+    scheduler:str = ""  # "" (the recipe's), "step" or "onecycle"
+    ema_decay:float = -1.0  # -1 (the recipe's), 0 (off) or a decay in (0, 1)
+    augment:str = ""  # "" (the recipe's), "hcp" (multi-scale crops + flip), "clsl" (flip, cutout, RandAugment), "flip"; cached runs: flips only
     val_fraction:float = 0.1
     device:str = "auto"
     amp:str = "none"
@@ -65,13 +78,24 @@ class RunConfig:
         if self.backbone not in BACKBONES: raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES.available())}")
         bad = sorted(set(self.options) - set(M.options(self.method)))
         if bad: raise ValueError(f"method {self.method!r} has no option {', '.join(bad)}; its options: {', '.join(M.options(self.method))}")
-        TrainConfig(**self._train_kw())  # checks epochs, amp, ...
+        if self.recipe != "auto" and self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; choose auto, {', '.join(RECIPES)}")
+        if self.augment and self.augment not in AUGMENTS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+        TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
         return self
 
+    def resolved(self) -> dict:
+        "optimizer, scheduler, ema_decay and augment after the recipe fills what was left to it."
+        r = dict(RECIPES[M.METHODS.lookup(self.method).recipe if self.recipe == "auto" else self.recipe])
+        for k in ("optimizer", "scheduler", "augment"):
+            if getattr(self, k): r[k] = getattr(self, k)
+        if self.ema_decay >= 0: r["ema_decay"] = self.ema_decay
+        return r
+
     def _train_kw(self) -> dict:
+        r = self.resolved()
         return dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                     step_size=self.step_size, seed=self.seed, val_fraction=self.val_fraction, device=self.device,
-                    amp=self.amp, workers=self.workers)
+                    amp=self.amp, workers=self.workers, optimizer=r["optimizer"], scheduler=r["scheduler"], ema_decay=r["ema_decay"])
 
     def out_dir(self) -> Path:
         "The run's results folder."
@@ -106,8 +130,13 @@ def _datasets(cfg:RunConfig, backbone):
         backbone.cached = True
         return (train, CachedFeatures(train, tr_cache, backbone, train=True), CachedFeatures(train, tr_cache, backbone),
                 CachedFeatures(test, te_cache, backbone))
-    scale = int(round(cfg.input_size*512/448))
-    tr_tf, te_tf = official_transforms(scale, cfg.input_size, backbone.mean, backbone.std)
+    aug = cfg.resolved()["augment"]
+    if aug == "clsl":
+        from mlrpl.clsl import clsl_transforms
+        tr_tf, te_tf = clsl_transforms(cfg.input_size, backbone.mean, backbone.std)
+    else:
+        tr_tf, te_tf = official_transforms(int(round(cfg.input_size*512/448)), cfg.input_size, backbone.mean, backbone.std)
+        if aug == "flip": tr_tf = T.Compose([T.RandomHorizontalFlip(), te_tf])
     train = get_dataset(cfg.dataset, root, "train", transform=tr_tf, **mask)
     view = get_dataset(cfg.dataset, root, "train", transform=te_tf, **mask)
     return train, train, view, get_dataset(cfg.dataset, root, "test", transform=te_tf)

@@ -26,7 +26,8 @@ from .methods import StepContext
 from .metrics import average_precision, evaluate
 
 # %% auto #0
-__all__ = ['TrainConfig', 'holdout', 'world', 'init_distributed', 'gather_cat', 'gather_objects', 'Trainer', 'save_atomic']
+__all__ = ['TrainConfig', 'holdout', 'world', 'init_distributed', 'gather_cat', 'gather_objects', 'WeightEMA', 'Trainer',
+           'save_atomic']
 
 # %% ../nbs/11_trainer.ipynb #95119503
 @dataclass
@@ -47,10 +48,18 @@ class TrainConfig:
     tensorboard:bool = False  # also log to TensorBoard (needs the tensorboard package)
     progress:bool = True  # tqdm bars
     max_steps:int = 0  # stop each epoch after this many steps (0: all); for smoke runs
+    optimizer:str = "adam"  # "adam" (HCP methods), "adamw" (CLSL) or "sgd"
+    scheduler:str = "step"  # "step" (StepLR per epoch) or "onecycle" (OneCycleLR per batch, max_lr = lr)
+    pct_start:float = 0.2  # OneCycle warm-up share (CLSL: 0.2)
+    ema_decay:float = 0.0  # weight EMA decay per step (0: off; CLSL: 0.9997, VOC script 0.9983); evaluation uses the EMA
 
     def __post_init__(self):
         if self.amp not in ("none", "bf16", "fp16"): raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}")
         if not 0 <= self.val_fraction < 1: raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.optimizer not in ("adam", "adamw", "sgd"): raise ValueError(f"optimizer must be 'adam', 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.scheduler not in ("step", "onecycle"): raise ValueError(f"scheduler must be 'step' or 'onecycle', got {self.scheduler!r}")
+        if not 0 <= self.ema_decay < 1: raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 < self.pct_start < 1: raise ValueError(f"pct_start must be in (0, 1), got {self.pct_start}")
         for k in ("epochs", "batch_size", "step_size"):
             if getattr(self, k) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
 
@@ -99,6 +108,28 @@ def _to(x, device, channels_last=False):
 
 def _step_seed(seed:int, epoch:int, step:int) -> int: return (seed*1_000_003 + epoch)*1_000_003 + step
 
+class WeightEMA(nn.Module):
+    "A copy of a model whose floating-point parameters and buffers follow e ← d·e + (1 − d)·m after every step."
+    def __init__(self, model:nn.Module, decay:float):
+        super().__init__()
+        import copy
+        self.module, self.decay = copy.deepcopy(model).eval(), decay
+        for p in self.module.parameters(): p.requires_grad_(False)
+    @torch.no_grad()
+    def update(self, model:nn.Module):
+        ema, cur = self.module.state_dict(), model.state_dict()
+        fl = [k for k, v in ema.items() if v.is_floating_point()]
+        torch._foreach_lerp_([ema[k] for k in fl], [cur[k] for k in fl], 1.0 - self.decay)
+        for k, v in ema.items():
+            if not v.is_floating_point(): v.copy_(cur[k])  # counters such as BatchNorm's num_batches_tracked
+    def train(self, mode:bool=True): return super().train(False)  # always evaluated
+    def forward(self, *a, **kw): return self.module(*a, **kw)
+
+def _optimizer(cfg, params):
+    if cfg.optimizer == "adamw": return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd": return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
 class Trainer:
     "Train and evaluate any registered method."
     def __init__(self, model:nn.Module, # a method from mlrpl.methods
@@ -129,11 +160,17 @@ class Trainer:
         if self.cuda and cfg.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         self.ddp = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True) if self.distributed else None
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        self.optimizer = _optimizer(cfg, params)
+        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        if cfg.scheduler == "onecycle":
+            steps = len(self.sampler)//cfg.batch_size
+            steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
+                                                                 steps_per_epoch=steps, pct_start=cfg.pct_start)
+        else: self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.cuda else None
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         self.history, self.epoch = [], 0
         self.writer = None
 
@@ -151,12 +188,13 @@ class Trainer:
 
     # ---- passes
     @torch.no_grad()
-    def predict(self, ds:Dataset) -> dict:
-        "Logits, partial and full targets and dataset indices over `ds` (gathered over processes, in order)."
-        self.model.eval()
+    def predict(self, ds:Dataset, raw:bool=False) -> dict:
+        "Logits, partial and full targets and dataset indices over `ds` (gathered over processes, in order); the EMA model when there is one, unless `raw`."
+        model = self.model if raw or self.ema is None else self.ema
+        model.eval()
         parts = []
         for idx, x, partial, full in self._loader(self._shard(ds)):
-            with self._autocast(): out = self.model(_to(x, self.device, self.cuda and self.cfg.channels_last))
+            with self._autocast(): out = model(_to(x, self.device, self.cuda and self.cfg.channels_last))
             parts.append((idx, out["logits"].float().cpu(), partial, full))
         cat = lambda k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0)
         res = dict(index=cat(0), logits=cat(1), partial=cat(2), full=cat(3))
@@ -202,6 +240,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer); self.scaler.update()
+            if cfg.scheduler == "onecycle": self.scheduler.step()
+            if self.ema is not None: self.ema.update(model)
             for k, v in logs.items(): sums[k] = sums.get(k, 0.0) + float(v)
             unknown, truth = (partial == 0), (full > 0)
             for k, p in pseudo.items():
@@ -216,9 +256,9 @@ class Trainer:
             out[f"pseudo_{k}_generated"] = gen
         return out
 
-    def evaluate(self, ds:Dataset, known_only:bool=False) -> tuple[dict, object, dict]:
-        "The papers' metrics on `ds` (known_only: mAP over the known entries of the partial labels)."
-        p = self.predict(ds)
+    def evaluate(self, ds:Dataset, known_only:bool=False, raw:bool=False) -> tuple[dict, object, dict]:
+        "The papers' metrics on `ds` (known_only: mAP over the known entries of the partial labels; raw: not the EMA)."
+        p = self.predict(ds, raw=raw)
         if known_only:  # classes without a known positive in the slice are left out
             ap = average_precision(p["logits"], p["partial"], ignore=p["partial"] == 0)
             return dict(mAP=float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")), None, p
@@ -258,7 +298,9 @@ def _summary(history:list[dict]) -> dict:
     for k in ("OF1", "CF1", "OP", "OR", "CP", "CR", "mAP_noninterp"): out[f"test_{k}_last"] = last.get(f"test_{k}")
     return out
 
-def _fit(self, resume:bool=False) -> dict:
+def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
+         until:int|None=None, # stop after this many epochs, as an interrupted run would (None: cfg.epochs)
+        ) -> dict:
     "Train for cfg.epochs (continuing a checkpoint when `resume`); returns the summary metrics."
     cfg = self.cfg
     ck = self.results_dir/"checkpoint.pt" if self.results_dir is not None else None
@@ -267,6 +309,7 @@ def _fit(self, resume:bool=False) -> dict:
         st = torch.load(ck, map_location="cpu", weights_only=True)
         self.model.load_state_dict(st["model"]); self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"]); self.scaler.load_state_dict(st["scaler"])
+        if self.ema is not None: self.ema.module.load_state_dict(st["ema"])
         _set_rng_state(st["rng"]); self.history = [dict(h) for h in st["history"]]; start = st["epoch"] + 1
     if self.rank == 0 and self.results_dir is not None:
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +317,7 @@ def _fit(self, resume:bool=False) -> dict:
             try: from torch.utils.tensorboard import SummaryWriter
             except ImportError: raise ImportError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from None
             self.writer = SummaryWriter(str(self.results_dir/"tensorboard"))
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, cfg.epochs if until is None else min(until, cfg.epochs)):
         t0 = time.time()
         self.epoch = epoch
         self.model.epoch_start(epoch, self)
@@ -284,9 +327,10 @@ def _fit(self, resume:bool=False) -> dict:
             rec["val_mAP"] = self.evaluate(self.val_set, known_only=True)[0]["mAP"]
         m, per, _ = self.evaluate(self.test_set)
         rec.update({f"test_{k}": v for k, v in m.items()})
+        if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
         for name in ("theta_intra", "theta_inter"):
             if hasattr(self.model, name): rec[name] = getattr(self.model, name).item()
-        self.scheduler.step()
+        if cfg.scheduler == "step": self.scheduler.step()
         rec["seconds"] = round(time.time() - t0, 2)
         self.history.append(rec)
         self.per_class = per
@@ -294,10 +338,12 @@ def _fit(self, resume:bool=False) -> dict:
         if self.rank == 0 and cfg.checkpoint:
             save_atomic(dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                              scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
-                             history=self.history, epoch=epoch, config=dataclasses.asdict(cfg)), ck)
+                             history=self.history, epoch=epoch, config=dataclasses.asdict(cfg),
+                             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {})), ck)
         if self.distributed: dist.barrier()
     self.summary = _summary(self.history)
-    if self.rank == 0 and self.results_dir is not None:
+    finished = len(self.history) >= cfg.epochs  # metrics.json marks finished runs only
+    if finished and self.rank == 0 and self.results_dir is not None:
         (self.results_dir/"metrics.json").write_text(json.dumps(self.summary, indent=1))
         if getattr(self, "per_class", None) is not None: self.per_class.to_csv(self.results_dir/"per_class.csv")
     if self.writer is not None: self.writer.close()
