@@ -24,7 +24,8 @@ from . import methods as M
 from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
-__all__ = ['RECIPES', 'AUGMENTS', 'RunConfig', 'environment', 'map_size', 'build_model', 'run']
+__all__ = ['RECIPES', 'AUGMENTS', 'RunConfig', 'environment', 'map_size', 'build_model', 'pair_matrix', 'analysis', 'model_graph',
+           'run']
 
 # %% ../nbs/11b_run.ipynb #135c8544
 RECIPES = {  # the training recipes of the two code bases (lr and weight decay stay explicit RunConfig fields)
@@ -157,6 +158,63 @@ def build_model(cfg:RunConfig, train, backbone):
     accepted = set(M.options(cfg.method))
     return M.get(cfg.method, **{k: v for k, v in kw.items() if k in accepted}, **cfg.options)
 
+def pair_matrix(pairs:torch.Tensor, # (B, P) values of the class pairs i < j in IST's order
+                num_classes:int) -> torch.Tensor: # (B, C, C), symmetric, NaN diagonal
+    "IST's pair vector as a symmetric class × class matrix."
+    i, j = torch.triu_indices(num_classes, num_classes, 1)
+    m = torch.full((pairs.shape[0], num_classes, num_classes), float("nan"))
+    m[:, i, j] = pairs; m[:, j, i] = pairs
+    return m
+
+@torch.no_grad()
+def analysis(trainer, # a fitted Trainer (its evaluated model: the EMA when there is one)
+             test_images, # the test MultiLabelDataset (images, full labels)
+             test_inputs, # what the model takes for the same images (the dataset itself or its feature cache)
+             train_labels, # (N, C) full training labels, for the dataset-level co-occurrence
+             samples:int=8, # test images whose maps are kept
+             max_features:int=3000, # class features kept (positives of the test images, evenly subsampled)
+             image_side:int=112, # side of the stored sample thumbnails
+            ) -> dict: # arrays for analysis.npz
+    "What the papers' figures need from a trained model, so they render from run files alone."
+    model = trainer.ema if trainer.ema is not None else trainer.model
+    model.eval()
+    n, C = len(test_images), test_images.num_classes
+    sample = np.linspace(0, n - 1, min(samples, n)).round().astype(int)
+    full = torch.as_tensor(test_images.labels)
+    res = dict(sample_index=sample, sample_labels=test_images.labels[sample], class_names=np.array(test_images.class_names),
+               sample_images=np.stack([np.asarray(test_images.load(int(i)).convert("RGB").resize((image_side, image_side))) for i in sample]))
+    pos = (full > 0).nonzero()  # (N_pos, 2) image, class
+    keep = pos[np.linspace(0, len(pos) - 1, min(max_features, len(pos))).round().astype(int)] if len(pos) else pos
+    feats, fcls, fimg = [], [], []
+    for idx, x, _, _ in trainer._loader(test_inputs):
+        with trainer._autocast(): out = model(x.to(trainer.device))
+        at = torch.isin(idx, torch.as_tensor(sample))
+        if at.any():
+            for k in ("attention", "assignment"):
+                if k in out: res.setdefault(k, []).append(out[k][at.to(out[k].device)].float().cpu())
+            if "cooc" in out: res.setdefault("cooc", []).append(pair_matrix(torch.sigmoid(out["cooc"][at.to(out["cooc"].device)].float().cpu()), C))
+        if "features" in out:
+            sel = keep[torch.isin(keep[:, 0], idx)]
+            if len(sel):
+                row = {int(v): r for r, v in enumerate(idx)}
+                b = torch.tensor([row[int(v)] for v in sel[:, 0]])
+                feats.append(out["features"][b.to(out["features"].device), sel[:, 1].to(out["features"].device)].float().cpu())
+                fcls.append(sel[:, 1]); fimg.append(sel[:, 0])
+    for k in ("attention", "assignment", "cooc"):
+        if k in res: res[k] = torch.cat(res[k]).numpy()
+    if feats: res.update(features=torch.cat(feats).numpy(), feature_class=torch.cat(fcls).numpy(), feature_image=torch.cat(fimg).numpy())
+    for k in ("prototypes", "prototype_mask"):
+        if hasattr(model, k) and getattr(model, k) is not None: res[k] = getattr(model, k).float().cpu().numpy() if k == "prototypes" else getattr(model, k).cpu().numpy()
+    lab = np.asarray(train_labels)
+    res["train_cooccurrence"] = label_graph(np.where(lab > 0, 1, -1))  # P(j | i) over the full training labels
+    res["train_label_graph"] = model_graph(model, C)
+    return res
+
+def model_graph(model, C:int) -> np.ndarray:
+    "The label graph the model was built with ((C, C); NaN when it has none)."
+    head = getattr(model, "head", None)
+    return head.adj.cpu().numpy() if head is not None and hasattr(head, "adj") else np.full((C, C), np.nan)
+
 def run(cfg:RunConfig|dict, # the run's parameters
         resume:bool=False, # continue from the run folder's checkpoint
         progress:bool=True, # tqdm bars
@@ -180,4 +238,6 @@ def run(cfg:RunConfig|dict, # the run's parameters
     if trainer.rank == 0:
         np.savez_compressed(out/"predictions.npz", logits=p["logits"].numpy(), full=p["full"].numpy(),
                             partial=p["partial"].numpy(), index=p["index"].numpy(), class_names=np.array(image_train.class_names))
+        test_images = get_dataset(cfg.dataset, cfg.data_root or None, "test") if cfg.use_cache else test  # the images behind a cache
+        np.savez_compressed(out/"analysis.npz", **analysis(trainer, test_images, test, image_train.labels))
     return summary
