@@ -61,20 +61,28 @@ class FeatureExtractor(nn.Module):
         self.name, self.trunk_cut, self.trunk_channels, self.out_dim = name, trunk_cut, trunk_channels, out_dim
         self.mean, self.std, self.input_size = tuple(mean), tuple(std), input_size
         self.cached = False  # True: forward() is given trunk features (from a feature cache), not images
+        self.train_trunk = False
         self.trunk.requires_grad_(False)
         self.train()
 
     def train(self, mode:bool=True) -> "FeatureExtractor":
-        "Set the head to training (`mode=True`) or eval; the trunk always stays in eval mode."
+        "Set the head to training (`mode=True`) or eval; the trunk stays in eval mode unless it is trained."
         super().train(mode)
         self.head.train(mode)
-        self.trunk.train(False)  # frozen BatchNorm: ImageNet statistics, never updated
+        self.trunk.train(mode and self.train_trunk)  # frozen: ImageNet BatchNorm statistics, never updated
         return self
+
+    def unfreeze_trunk(self, flag:bool=True) -> "FeatureExtractor":
+        "Train the trunk too (CLSL fine-tunes the whole ResNet); such a backbone cannot read a feature cache."
+        self.train_trunk = flag
+        self.trunk.requires_grad_(flag)
+        return self.train(self.training)
 
     def forward(self, x:torch.Tensor, # (B, 3, H, W) images, or (B, trunk_channels, h, w) trunk features if `cached`
                ) -> torch.Tensor: # (B, out_dim, h', w')
         if x.ndim != 4: raise ValueError(f"{self.name} expects a 4-D (B, C, H, W) batch, got shape {tuple(x.shape)}")
         if self.cached:
+            if self.train_trunk: raise ValueError(f"{self.name} trains its trunk (unfreeze_trunk), so it cannot read cached trunk features")
             if x.shape[1] != self.trunk_channels:
                 raise ValueError(f"{self.name}.cached is True, so forward() expects trunk features with "
                                  f"{self.trunk_channels} channels (cut at {self.trunk_cut}), got shape {tuple(x.shape)}")
@@ -174,6 +182,7 @@ def resnet_extractor(arch:str, # "resnet18", "resnet50" or "resnet101" (torchvis
                      pretrained=None, # None: random init; "imagenet"; or a torchvision state-dict file
                      out_dim:int=1024, # channels after change_channel (the layer4 channels: no change_channel)
                      input_size:int=448, # default input side
+                     pool:bool=True, # AvgPool2d(2, 2) after layer4 (HCP: 448 → 7×7); False: the 14×14 layer4 map (CLSL)
                     ) -> FeatureExtractor:
     "A torchvision ResNet in the official HCP-MLR-PL layout: conv1…layer3 frozen; layer4, AvgPool2d(2, 2), 1×1 conv + BN trained."
     import torchvision
@@ -186,26 +195,26 @@ def resnet_extractor(arch:str, # "resnet18", "resnet50" or "resnet101" (torchvis
         load_weights(net, read_state_dict(f), f"weights file {f} (expected torchvision's {arch} state dict)", ignore=("fc.",))
     change = nn.Identity() if out_dim == c4 else nn.Sequential(nn.Conv2d(c4, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim))
     return FeatureExtractor(
-        dict(resnet=net, pool=nn.AvgPool2d(2, stride=2), change_channel=change),
+        dict(resnet=net, pool=nn.AvgPool2d(2, stride=2) if pool else nn.Identity(), change_channel=change),
         trunk=[f"resnet.{m}" for m in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")],
         head=["resnet.layer4", "pool", "change_channel"],
         name=arch, trunk_cut="layer3", trunk_channels=c3, out_dim=out_dim,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=input_size)
 
 @BACKBONES.register("resnet101")
-def resnet101(pretrained=None, out_dim:int=1024, input_size:int=448) -> FeatureExtractor:
-    "ResNet-101 in the official layout (see `resnet_extractor`): the backbone of every HCP-MLR-PL paper."
-    return resnet_extractor("resnet101", pretrained, out_dim, input_size)
+def resnet101(pretrained=None, out_dim:int=1024, input_size:int=448, pool:bool=True) -> FeatureExtractor:
+    "ResNet-101 in the official layout (see `resnet_extractor`): the backbone of every HCP-MLR-PL paper (and CLSL's, unpooled)."
+    return resnet_extractor("resnet101", pretrained, out_dim, input_size, pool)
 
 @BACKBONES.register("resnet50")
-def resnet50(pretrained=None, out_dim:int=1024, input_size:int=448) -> FeatureExtractor:
+def resnet50(pretrained=None, out_dim:int=1024, input_size:int=448, pool:bool=True) -> FeatureExtractor:
     "ResNet-50 in the official layout."
-    return resnet_extractor("resnet50", pretrained, out_dim, input_size)
+    return resnet_extractor("resnet50", pretrained, out_dim, input_size, pool)
 
 @BACKBONES.register("resnet18")
-def resnet18(pretrained=None, out_dim:int=1024, input_size:int=448) -> FeatureExtractor:
+def resnet18(pretrained=None, out_dim:int=1024, input_size:int=448, pool:bool=True) -> FeatureExtractor:
     "ResNet-18 in the official layout (layer4 has 512 channels)."
-    return resnet_extractor("resnet18", pretrained, out_dim, input_size)
+    return resnet_extractor("resnet18", pretrained, out_dim, input_size, pool)
 
 # %% ../nbs/05_backbones.ipynb #d417b8ca
 LITE0_MEAN, LITE0_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
