@@ -40,7 +40,7 @@ class StepContext:
 
     def all(self, t:torch.Tensor) -> torch.Tensor: return t if self.gather is None else self.gather(t)
 
-METHODS = Registry("method", providers=("mlrpl.sarb", "mlrpl.dsrb"))  # blending methods live in their own modules
+METHODS = Registry("method", providers=("mlrpl.sarb", "mlrpl.dsrb", "mlrpl.clsl"))  # methods with their own modules
 
 def available() -> list[str]:
     "The registered method names."

@@ -48,6 +48,8 @@ class RunConfig:
     pretrained:str = "imagenet"  # "imagenet", a weights file, or "" (random init)
     input_size:int = 224  # image side fed to the backbone
     use_cache:bool = True  # train from cached frozen-trunk features (flip-only augmentation)
+    train_trunk:bool = False  # fine-tune the trunk too (CLSL fine-tunes all of ResNet-101); needs use_cache=False
+    embeddings:str = "glove"  # class-name vectors: "glove" (6B-50d), "minilm" (384-d sentence model), or a (C, E) .npy
     img_dim:int = 1024  # channels of the backbone's output map (official: 1024)
     inter_dim:int = 512  # semantic decoupling / IST inner size (official: 512)
     out_dim:int = 1024  # classifier / IST pair size (official: 1024)
@@ -81,6 +83,7 @@ class RunConfig:
         if bad: raise ValueError(f"method {self.method!r} has no option {', '.join(bad)}; its options: {', '.join(M.options(self.method))}")
         if self.recipe != "auto" and self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; choose auto, {', '.join(RECIPES)}")
         if self.augment and self.augment not in AUGMENTS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+        if self.train_trunk and self.use_cache: raise ValueError("train_trunk=True needs use_cache=False: a feature cache holds a frozen trunk's output")
         TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
         return self
 
@@ -153,7 +156,7 @@ def map_size(backbone, input_size:int) -> int:
 def build_model(cfg:RunConfig, train, backbone):
     "The method of `cfg` for the classes and known labels of `train`."
     kw = dict(num_classes=len(train.class_names), backbone=backbone, img_dim=cfg.img_dim, inter_dim=cfg.inter_dim,
-              out_dim=cfg.out_dim, adjacency=label_graph(train.partial), word_embeddings=class_embeddings(train.class_names),
+              out_dim=cfg.out_dim, adjacency=label_graph(train.partial), word_embeddings=class_embeddings(train.class_names, cfg.embeddings),
               map_size=map_size(backbone, cfg.input_size))
     accepted = set(M.options(cfg.method))
     return M.get(cfg.method, **{k: v for k, v in kw.items() if k in accepted}, **cfg.options)
@@ -224,7 +227,9 @@ def run(cfg:RunConfig|dict, # the run's parameters
     out = cfg.out_dir(); out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     from mlrpl.backbones import get_backbone
-    backbone = get_backbone(cfg.backbone, pretrained=cfg.pretrained or None, out_dim=cfg.img_dim)
+    options = getattr(M.METHODS.lookup(cfg.method), "backbone_options", lambda name: {})(cfg.backbone)  # CLSL: unpooled ResNet
+    backbone = get_backbone(cfg.backbone, pretrained=cfg.pretrained or None, out_dim=cfg.img_dim, **options)
+    if cfg.train_trunk: backbone.unfreeze_trunk()
     image_train, train, val_view, test = _datasets(cfg, backbone)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone, not on what ran before
     model = build_model(cfg, image_train, backbone)
