@@ -287,7 +287,7 @@ def efficientnet_lite0(pretrained=None, # None: random init; "imagenet": the pac
         mean=LITE0_MEAN, std=LITE0_STD, input_size=input_size)
 
 # %% ../nbs/05_backbones.ipynb #73a5fbb5
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key covers the image files' folder, sizes and times
 
 def backbone_transform(backbone:FeatureExtractor, # gives the normalisation
                        input_size:int|None=None, # image side (default: backbone.input_size)
@@ -316,7 +316,10 @@ def feature_cache_key(dataset, # an mlrpl.data.MultiLabelDataset
     for a in ("name", "images", "load", "partial", "labels", "class_names"):
         if not hasattr(dataset, a):
             raise TypeError(f"a feature cache needs an mlrpl.data.MultiLabelDataset; {type(dataset).__name__} has no .{a}")
-    names = "\n".join(Path(p).name for p in dataset.images)
+    def stamp(p):  # the same names in another folder, or regenerated in place, are other images
+        st = Path(p).stat() if Path(p).is_file() else None
+        return f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}" if st else str(Path(p).resolve())
+    names = "\n".join(stamp(p) for p in dataset.images)
     return dict(version=CACHE_VERSION, dataset=dataset.name, num_images=len(dataset),
                 images_sha1=hashlib.sha1(names.encode()).hexdigest()[:16],
                 backbone=backbone.name, trunk_cut=backbone.trunk_cut, trunk_channels=backbone.trunk_channels,
