@@ -278,7 +278,8 @@ def check_recorded(jobs:list[Job], where:Path|str) -> None:
     for j in jobs:
         f = j.folder/"params.json"
         if not (f.is_file() and (j.done or j.started)): continue
-        rec, diff = json.loads(f.read_text()), []
+        try: rec, diff = json.loads(f.read_text()), []
+        except json.JSONDecodeError as e: raise GridError(f"{where}: {f} is not valid JSON ({e}); delete the run folder to run it anew") from None
         for k, want in j.values.items():
             if k in SET_BY_SWEEP or k not in rec: continue
             if isinstance(rec[k], dict) and isinstance(want, str): want = json.loads(want)
