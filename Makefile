@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 RUNS := runs
+J ?= 1
 
-.PHONY: reproduce test venv data fashion-mnist notebooks export clean readme check-clean
+.PHONY: reproduce test venv data fashion-mnist notebooks export clean readme check-clean sweep
 
 reproduce: data notebooks ## the main job: data, then every notebook end to end
 
@@ -37,6 +38,10 @@ notebooks: venv ## execute every library notebook, slow cells included, into run
 	mkdir -p $(RUNS)/notebooks
 	cd nbs && for nb in [0-9]*.ipynb; do \
 	  ../$(BIN)/papermill --cwd . -k python3 --no-progress-bar --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
+
+sweep: venv ## run a grid of experiment runs: `make sweep GRID=grids/smoke.yaml J=2` (J runs at a time)
+	@test -n "$(GRID)" || { echo "usage: make sweep GRID=grids/<table>.yaml [J=2]"; exit 2; }
+	$(BIN)/mlrpl sweep $(GRID) -j $(J)
 
 export: venv ## notebooks → mlrpl/ and README.md
 	$(BIN)/nbdev_export
