@@ -49,3 +49,16 @@ def test_library_notebooks_have_no_outputs():
     for nb in sorted((root / "nbs").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), nb.name
+
+
+def test_every_run_parameter_has_papermill_help():
+    "papermill --help-notebook lists every parameter of the run notebook with its help comment."
+    import ast
+    import json as _json
+    import papermill
+    nb = ROOT / "nbs" / "experiments" / "train.ipynb"
+    cell = next(c for c in _json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    names = [n.target.id for n in ast.parse("".join(cell["source"])).body if isinstance(n, ast.AnnAssign)]
+    inferred = papermill.inspect_notebook(str(nb))
+    assert sorted(inferred) == sorted(names)
+    assert all(inferred[n]["help"] for n in names), [n for n in names if not inferred[n]["help"]]
