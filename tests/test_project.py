@@ -56,7 +56,7 @@ def test_every_run_parameter_has_papermill_help():
     import ast
     import json as _json
     import papermill
-    nb = ROOT / "nbs" / "experiments" / "train.ipynb"
+    nb = root / "nbs" / "experiments" / "train.ipynb"
     cell = next(c for c in _json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
     names = [n.target.id for n in ast.parse("".join(cell["source"])).body if isinstance(n, ast.AnnAssign)]
     inferred = papermill.inspect_notebook(str(nb))
