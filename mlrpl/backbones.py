@@ -273,17 +273,20 @@ def classification_transform(resize:int=256, # shorter side after the bicubic re
 def efficientnet_lite0(pretrained=None, # None: random init; "imagenet": the packaged weights; or a weights file
                        out_dim:int=1024, # channels after the final 1×1 conv + BN (1280: none)
                        input_size:int=224, # default input side
+                       trunk_cut:str="blocks.5", # frozen up to here: "blocks.5" (blocks.6 and conv_head trained) or "bn2" (all frozen)
                       ) -> FeatureExtractor:
-    "timm's tf_efficientnet_lite0: stem…blocks.5 frozen; blocks.6, conv_head/bn2 and a 1×1 conv + BN trained."
+    "timm's tf_efficientnet_lite0: stem…blocks.5 frozen; blocks.6, conv_head/bn2 and a 1×1 conv + BN trained (or all frozen)."
+    if trunk_cut not in ("blocks.5", "bn2"): raise ValueError(f"efficientnet_lite0: trunk_cut must be 'blocks.5' or 'bn2', got {trunk_cut!r}")
     net = efficientnet_lite0_classifier(pretrained)
     net.reset_classifier(0)  # drop the ImageNet classifier: no parameters, no keys
     c, c_head = net.blocks[5][-1].conv_pwl.out_channels, net.num_features  # 192, 1280
     change = nn.Identity() if out_dim == c_head else nn.Sequential(nn.Conv2d(c_head, out_dim, 1, bias=False), nn.BatchNorm2d(out_dim))
+    trunk, head = ["net.conv_stem", "net.bn1", *[f"net.blocks.{i}" for i in range(6)]], ["net.blocks.6", "net.conv_head", "net.bn2"]
+    if trunk_cut == "bn2": trunk, head, c = trunk + head, [], c_head  # a frozen ImageNet network, only the projection learns
     return FeatureExtractor(
         dict(net=net, change_channel=change),
-        trunk=["net.conv_stem", "net.bn1", *[f"net.blocks.{i}" for i in range(6)]],
-        head=["net.blocks.6", "net.conv_head", "net.bn2", "change_channel"],
-        name="efficientnet_lite0", trunk_cut="blocks.5", trunk_channels=c, out_dim=out_dim,
+        trunk=trunk, head=head + ["change_channel"],
+        name="efficientnet_lite0", trunk_cut=trunk_cut, trunk_channels=c, out_dim=out_dim,
         mean=LITE0_MEAN, std=LITE0_STD, input_size=input_size)
 
 # %% ../nbs/05_backbones.ipynb #73a5fbb5

@@ -25,7 +25,7 @@ from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
 __all__ = ['RECIPES', 'AUGMENTS', 'RunConfig', 'environment', 'map_size', 'build_model', 'pair_matrix', 'analysis', 'model_graph',
-           'run']
+           'describe_dataset', 'run']
 
 # %% ../nbs/11b_run.ipynb #135c8544
 RECIPES = {  # the training recipes of the two code bases (lr and weight decay stay explicit RunConfig fields)
@@ -38,7 +38,7 @@ AUGMENTS = ("hcp", "clsl", "flip")
 class RunConfig:
     dataset:str = "fashionscenes"  # a registered dataset (mlrpl.data.DATASETS)
     label:str = ""  # this configuration's name in tables and figures ("": the method's name), e.g. "sarb: ILRB only"
-    data_root:str = ""  # the dataset's folder ("": its default under $MLRPL_DATA)
+    data_root:str = ""  # the dataset's folder ("": its default under $MLRPL_DATA; a relative path: under $MLRPL_DATA)
     method:str = "hst"  # a registered method (mlrpl.methods.available())
     known_prop:float = 0.1  # share of training label entries kept
     mask_scheme:str = "entry"  # entry (official), image, single_positive, file
@@ -48,6 +48,7 @@ class RunConfig:
     pretrained:str = "imagenet"  # "imagenet", a weights file, or "" (random init)
     input_size:int = 224  # image side fed to the backbone
     use_cache:bool = True  # train from cached frozen-trunk features (flip-only augmentation)
+    trunk_cut:str = ""  # where the frozen trunk ends ("": the backbone's default; efficientnet_lite0: "blocks.5" or "bn2")
     train_trunk:bool = False  # fine-tune the trunk too (CLSL fine-tunes all of ResNet-101); needs use_cache=False
     embeddings:str = "glove"  # class-name vectors: "glove" (6B-50d), "minilm" (384-d sentence model), or a (C, E) .npy
     img_dim:int = 1024  # channels of the backbone's output map (official: 1024)
@@ -101,6 +102,12 @@ class RunConfig:
                     step_size=self.step_size, seed=self.seed, val_fraction=self.val_fraction, device=self.device,
                     amp=self.amp, workers=self.workers, optimizer=r["optimizer"], scheduler=r["scheduler"], ema_decay=r["ema_decay"])
 
+    def root(self) -> Path|None:
+        "The dataset folder: data_root as given if absolute, else under $MLRPL_DATA (None: the dataset's default)."
+        if not self.data_root: return None
+        p = Path(self.data_root).expanduser()
+        return p if p.is_absolute() else data_root()/p
+
     def out_dir(self) -> Path:
         "The run's results folder."
         if self.results_dir: return Path(self.results_dir)
@@ -123,7 +130,7 @@ def environment(device:torch.device|None=None) -> dict:
 
 # %% ../nbs/11b_run.ipynb #efa279a1
 def _datasets(cfg:RunConfig, backbone):
-    root = cfg.data_root or None
+    root = cfg.root()
     mask = dict(known_prop=cfg.known_prop, mask_scheme=cfg.mask_scheme, seed=cfg.seed, mask_file=cfg.mask_file or None)
     if cfg.use_cache:
         from mlrpl.backbones import CachedFeatures, build_feature_cache
@@ -218,6 +225,14 @@ def model_graph(model, C:int) -> np.ndarray:
     head = getattr(model, "head", None)
     return head.adj.cpu().numpy() if head is not None and hasattr(head, "adj") else np.full((C, C), np.nan)
 
+def describe_dataset(train, test) -> dict:
+    "What the run trained and tested on: names, sizes, classes, known share, and the generator's parameters (FashionScenes)."
+    root = Path(train.images[0]).parents[2] if len(train.images) else None
+    gen = root/"fashionscenes.json" if root is not None else None
+    return dict(name=train.name, train_images=len(train), test_images=len(test), classes=list(train.class_names),
+                known_share=float((train.partial != 0).mean()), images=str(Path(train.images[0]).parent) if len(train.images) else None,
+                generator=json.loads(gen.read_text()).get("params") if gen is not None and gen.is_file() else None)
+
 def run(cfg:RunConfig|dict, # the run's parameters
         resume:bool=False, # continue from the run folder's checkpoint
         progress:bool=True, # tqdm bars
@@ -228,6 +243,7 @@ def run(cfg:RunConfig|dict, # the run's parameters
     set_seed(cfg.seed)
     from mlrpl.backbones import get_backbone
     options = getattr(M.METHODS.lookup(cfg.method), "backbone_options", lambda name: {})(cfg.backbone)  # CLSL: unpooled ResNet
+    if cfg.trunk_cut: options["trunk_cut"] = cfg.trunk_cut
     backbone = get_backbone(cfg.backbone, pretrained=cfg.pretrained or None, out_dim=cfg.img_dim, **options)
     if cfg.train_trunk: backbone.unfreeze_trunk()
     image_train, train, val_view, test = _datasets(cfg, backbone)
@@ -238,11 +254,12 @@ def run(cfg:RunConfig|dict, # the run's parameters
     if trainer.rank == 0:
         (out/"params.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
         (out/"env.json").write_text(json.dumps(environment(trainer.device), indent=1))
+        (out/"dataset.json").write_text(json.dumps(describe_dataset(image_train, test), indent=1))
     summary = trainer.fit(resume=resume)
     p = trainer.predict(test)
     if trainer.rank == 0:
         np.savez_compressed(out/"predictions.npz", logits=p["logits"].numpy(), full=p["full"].numpy(),
                             partial=p["partial"].numpy(), index=p["index"].numpy(), class_names=np.array(image_train.class_names))
-        test_images = get_dataset(cfg.dataset, cfg.data_root or None, "test") if cfg.use_cache else test  # the images behind a cache
+        test_images = get_dataset(cfg.dataset, cfg.root(), "test") if cfg.use_cache else test  # the images behind a cache
         np.savez_compressed(out/"analysis.npz", **analysis(trainer, test_images, test, image_train.labels))
     return summary
