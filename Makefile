@@ -7,11 +7,24 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 RUNS := runs
-J ?= 1
+J ?= 2
+# FULL=1: the paper's schedule (grids/full/*.yaml) instead of the main job's laptop schedule (grids/*.yaml)
+GRIDS := $(if $(filter 1,$(FULL)),grids/full,grids)
+PAPER := main_table ablations cooc figures
 
-.PHONY: reproduce test venv data fashion-mnist notebooks export clean readme check-clean sweep
+.PHONY: reproduce paper test venv data fashion-mnist notebooks export clean readme check-clean sweep
 
-reproduce: data notebooks ## the main job: data, then every notebook end to end
+reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1…0.9, ablations, co-occurrence; then tables/ and figures/
+	@start=$$(date +%s); \
+	for g in main ablations cooc; do $(BIN)/mlrpl sweep $(GRIDS)/$$g.yaml -j $(J) --results $(RUNS) || exit 1; done; \
+	$(MAKE) --no-print-directory paper; \
+	echo; cat tables/main.md; echo; echo "main job: $$(( $$(date +%s) - start )) s of runs and rendering (make reproduce$(if $(FULL), FULL=$(FULL)))"
+
+paper: venv ## render tables/ and figures/ from the run files under $(RUNS) (seconds; never trains)
+	mkdir -p $(RUNS)/paper tables figures
+	for nb in $(PAPER); do \
+	  $(BIN)/papermill --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING nbs/paper/$$nb.ipynb $(RUNS)/paper/$$nb.ipynb \
+	    -p results ../../$(RUNS) -p tables_dir ../../tables -p figures_dir ../../figures || exit 1; done
 
 test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 	$(BIN)/python tests/run.py
@@ -31,8 +44,10 @@ fashion-mnist: ## the real Fashion-MNIST files (Debian package), when missing an
 	  (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' or put its four .gz files in data/fashion-mnist/"; exit 1; fi
 
-data: venv fashion-mnist ## FashionScenes (8,000 / 2,000 scenes) under the data root
-	$(BIN)/python -c "from mlrpl.core import data_root; from mlrpl.fashionscenes import write_fashion_scenes as w; print('FashionScenes:', w(data_root()/'fashionscenes'))"
+data: venv fashion-mnist ## FashionScenes under the data root: 8,000 / 2,000 scenes, 2,000 / 1,000, and outfit strengths 0, 0.5, 1
+	$(BIN)/python -c "from mlrpl.core import data_root; from mlrpl.fashionscenes import write_fashion_scenes as w; r = data_root(); \
+	[print('FashionScenes:', w(r/name, n_train=a, n_val=b, cooc=c)) for name, a, b, c in (('fashionscenes', 8000, 2000, 0.8), \
+	('fashionscenes-2k', 2000, 1000, 0.8), ('fashionscenes-cooc0', 1500, 750, 0.0), ('fashionscenes-cooc0.5', 1500, 750, 0.5), ('fashionscenes-cooc1', 1500, 750, 1.0))]"
 
 notebooks: venv ## execute every library notebook, slow cells included, into runs/notebooks/
 	mkdir -p $(RUNS)/notebooks

@@ -195,10 +195,11 @@ def slug(text) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")
 
 def run_name(values:dict) -> str:
-    "A run's folder inside its sweep: `<dataset>/<label or method>/p<known_prop>-s<seed>`."
+    "A run's folder inside its sweep: `<dataset>[@<data_root's last part>]/<label or method>/p<known_prop>-s<seed>`."
     kp = values["known_prop"]
     kp = f"{kp:g}" if isinstance(kp, (int, float)) else slug(kp)
-    return f"{slug(values['dataset'])}/{slug(values.get('label') or values['method'])}/p{kp}-s{values['seed']}"
+    data = slug(values["dataset"]) + (f"@{slug(Path(str(values['data_root'])).name)}" if values.get("data_root") else "")
+    return f"{data}/{slug(values.get('label') or values['method'])}/p{kp}-s{values['seed']}"
 
 @dataclass
 class Job:
