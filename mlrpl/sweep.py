@@ -316,7 +316,7 @@ def shared_inputs(values:dict) -> list[tuple]:
     "What a run builds on first use and another run may be building too: its dataset and its feature cache."
     v = values.get
     data = ("dataset", v("dataset"), v("data_root"))
-    return [data, ("cache", *data[1:], v("backbone"), v("pretrained"), v("input_size"), None if v("pretrained") else v("seed"))]
+    return [data, ("cache", *data[1:], v("backbone"), v("pretrained"), v("input_size"), v("trunk_cut"), None if v("pretrained") else v("seed"))]
 
 def startable(job:Job, running:list[Job], built:set) -> bool:
     "Whether `job` may start: each input it shares is `built` (by a finished run) or needed by no running run."
@@ -395,9 +395,12 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
                 j, r = todo[i], records[i]
                 j.folder.mkdir(parents=True, exist_ok=True)
                 r.update(status="running", resumed=j.started, started=_now())
+                # a run that builds its data or feature cache holds up the runs that share them: give it every core
+                builds = not set(shared_inputs(j.values)) <= built
+                run_env = {**env, "OMP_NUM_THREADS": str(cores()), "MKL_NUM_THREADS": str(cores())} if builds else env
                 with open(j.log, "w") as log:
                     p = subprocess.Popen(j.argv(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)  # Ctrl-C reaches the sweep, which stops its runs
+                                         env=run_env, start_new_session=True)  # Ctrl-C reaches the sweep, which stops its runs
                 running[i] = (p, time.monotonic())
                 pending.remove(i)
                 say(f"[{n_run - len(pending)}/{n_run}] {'resume' if j.started else 'start '} {j.run}")
