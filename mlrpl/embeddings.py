@@ -13,7 +13,8 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['GLOVE_ALIASES', 'SENTENCE_SOURCES', 'load_glove', 'name_tokens', 'load_sentence_model', 'class_embeddings']
+__all__ = ['GLOVE_ALIASES', 'SENTENCE_SOURCES', 'load_glove', 'name_tokens', 'load_sentence_model', 'sentence_embeddings',
+           'class_embeddings']
 
 # %% ../nbs/04_embeddings.ipynb #601908f3
 GLOVE_ALIASES = {
@@ -56,6 +57,20 @@ def load_sentence_model():
     from sentence_transformers import SentenceTransformer
     return SentenceTransformer(str(pkg.get_model_path()), device="cpu")
 
+def sentence_embeddings(text:Sequence[str], # one phrase per class
+                        cache:bool=True, # keep the vectors under $MLRPL_DATA/embeddings (loading the model takes seconds)
+                       ) -> np.ndarray: # (C, 384) float32, unit length
+    "all-MiniLM-L6-v2 vectors of `text`, computed once and then read from the embeddings cache."
+    import hashlib, os
+    from mlrpl.core import data_root
+    f = data_root()/"embeddings"/f"all-minilm-l6-v2-{hashlib.sha1(chr(10).join(text).encode()).hexdigest()[:16]}.npy"
+    if cache and f.is_file(): return np.load(f)
+    e = np.asarray(load_sentence_model().encode(list(text), normalize_embeddings=True, show_progress_bar=False), np.float32)
+    if cache:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy"); np.save(tmp, e); os.replace(tmp, f)
+    return e
+
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
                      source="glove", # "glove", "minilm" (384-d sentence vectors), or the path of a (C, D) .npy in class order
                      aliases:dict|None=None, # extra/overriding entries for the alias table
@@ -65,7 +80,7 @@ def class_embeddings(class_names:Sequence[str], # the dataset's class names, in 
     if str(source).lower() in SENTENCE_SOURCES:  # the offline stand-in for CLSL's BERT vectors
         table = {**GLOVE_ALIASES, **(aliases or {})}
         text = [" ".join(name_tokens(n, table)) for n in names]
-        return np.asarray(load_sentence_model().encode(text, normalize_embeddings=True, show_progress_bar=False), np.float32)
+        return sentence_embeddings(text)
     if str(source) != "glove":
         path = Path(source)
         if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")

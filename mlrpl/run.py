@@ -116,7 +116,8 @@ class RunConfig:
 # %% ../nbs/11b_run.ipynb #cf0835e3
 def environment(device:torch.device|None=None) -> dict:
     "Versions, git commit and device of this process, for env.json."
-    import mlrpl, sklearn
+    import mlrpl
+    from importlib.metadata import version  # not `import sklearn`: seconds of imports for a version string
     sha = None
     root = project_root()
     if root is not None:
@@ -124,7 +125,7 @@ def environment(device:torch.device|None=None) -> dict:
         except (OSError, subprocess.SubprocessError): sha = None
     dev = device or get_device()
     return dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
-                numpy=np.__version__, sklearn=sklearn.__version__, mlrpl=mlrpl.__version__, git_sha=sha,
+                numpy=np.__version__, sklearn=version("scikit-learn"), mlrpl=mlrpl.__version__, git_sha=sha,
                 device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
                 threads=torch.get_num_threads(), world_size=world()[1])
 
