@@ -10,33 +10,24 @@ RUNS := runs
 J ?= 2
 # FULL=1: the paper's schedule (grids/full/*.yaml) instead of the main job's laptop schedule (grids/*.yaml)
 GRIDS := $(if $(filter 1,$(FULL)),grids/full,grids)
-PAPER := main_table ablations cooc figures
+RESULTS := $(if $(filter 1,$(FULL)),$(RUNS)/full,$(RUNS))
 
 .PHONY: reproduce paper test venv data fashion-mnist notebooks export clean readme check-clean sweep
 
 reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1…0.9, ablations, co-occurrence; then tables/ and figures/
 	@start=$$(date +%s); \
-	for g in main ablations cooc; do $(BIN)/mlrpl sweep $(GRIDS)/$$g.yaml -j $(J) --results $(RUNS) || exit 1; done; \
+	for g in main ablations cooc; do $(BIN)/mlrpl sweep $(GRIDS)/$$g.yaml -j $(J) --results $(RESULTS) || exit 1; done; \
 	$(MAKE) --no-print-directory paper; \
 	echo; cat tables/main.md; echo; echo "main job: $$(( $$(date +%s) - start )) s of runs and rendering (make reproduce$(if $(FULL), FULL=$(FULL)))"
 
-paper: venv ## render tables/ and figures/ from the run files under $(RUNS) (seconds; never trains)
-	mkdir -p $(RUNS)/paper tables figures
-	for nb in $(PAPER); do \
-	  $(BIN)/papermill --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING nbs/paper/$$nb.ipynb $(RUNS)/paper/$$nb.ipynb \
-	    -p results ../../$(RUNS) -p tables_dir ../../tables -p figures_dir ../../figures || exit 1; done
-
-test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
-	$(BIN)/python tests/run.py
-
-venv: $(VENV)/.installed
-$(VENV)/.installed: settings.ini setup.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	touch $@
+PM := $(BIN)/papermill --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING
+R := ../../$(RESULTS)
+paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (seconds; never trains)
+	mkdir -p $(RESULTS)/paper tables figures
+	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(R)/main -p tables_dir ../../tables -p dataset fashionscenes
+	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(R)/main:$(R)/ablations -p tables_dir ../../tables -p dataset fashionscenes
+	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(R)/cooc -p tables_dir ../../tables -p figures_dir ../../figures -p dataset fashionscenes
+	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main -p figures_dir ../../figures -p dataset fashionscenes
 
 fashion-mnist: ## the real Fashion-MNIST files (Debian package), when missing and running as root
 	@if [ -f "$(FASHION_MNIST)/train-images-idx3-ubyte.gz" ] || [ -f "$${MLRPL_DATA:-data}/fashion-mnist/train-images-idx3-ubyte.gz" ]; then :; \

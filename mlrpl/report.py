@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -49,22 +50,31 @@ def read_params(run_dir) -> dict:
     if isinstance(p["seed"], bool) or not isinstance(p["seed"], int): raise ValueError(f"{path}: seed must be an integer, got {p['seed']!r}")
     return p
 
-def cooc_strength(params:dict) -> float:
-    "FashionScenes' co-occurrence strength of a run: `params['cooc']`, else a 'cooc<c>' token in data_root's folder name, else NaN."
+def cooc_strength(params:dict, # a run's params.json
+                  run_dir=None, # its folder: its dataset.json records FashionScenes' generator parameters
+                 ) -> float:
+    "FashionScenes' co-occurrence strength of a run: dataset.json's generator, `params['cooc']`, a 'cooc<c>' token in data_root's name, else NaN."
+    ds = Path(run_dir)/"dataset.json" if run_dir is not None else None
+    if ds is not None and ds.is_file():
+        gen = _read_json(ds).get("generator") or {}
+        if gen.get("cooc") is not None: return float(gen["cooc"])
     if params.get("cooc") is not None: return float(params["cooc"])
     m = _COOC.search(Path(params.get("data_root") or "").name)
     return float(m.group(1)) if m else float("nan")
 
 def run_folders(root) -> list[Path]:
-    "Every folder under `root` (recursively) holding a params.json, in path order."
-    root = Path(root)
-    if not root.is_dir(): raise FileNotFoundError(f"results folder {root} does not exist")
-    return sorted(p.parent for p in root.rglob("params.json"))
+    "Every folder under `root` (recursively; several folders joined by os.pathsep, e.g. 'runs/main:runs/ablations') holding a params.json."
+    found = []
+    for r in str(root).split(os.pathsep):
+        r = Path(r)
+        if not r.is_dir(): raise FileNotFoundError(f"results folder {r} does not exist")
+        found += sorted(p.parent for p in r.rglob("params.json"))
+    return found
 
 def _row(d:Path, p:dict) -> dict:
     return dict(dataset=p["dataset"], method=p["method"], label=p.get("label") or p["method"], known_prop=round(float(p["known_prop"]), 6),
                 seed=int(p["seed"]), mask_scheme=p.get("mask_scheme", "entry"), options=json.dumps(p.get("options") or {}, sort_keys=True),
-                cooc=cooc_strength(p), run_dir=str(d))
+                cooc=cooc_strength(p, d), run_dir=str(d))
 
 def collect(root, # a folder searched recursively for run folders
            ) -> pd.DataFrame: # one row per finished run; metrics in percent

@@ -64,11 +64,10 @@ def test_pipeline_on_real_formats(dataset, tmp_path):
         assert {"params.json", "metrics.json", "history.csv", "per_class.csv", "predictions.npz", "env.json",
                 "dataset.json", "analysis.npz", "train.ipynb"} <= {p.name for p in r.iterdir()}
         assert json.loads((r / "params.json").read_text())["dataset"] == dataset
-    tables, figures = tmp_path / "tables", tmp_path / "figures"
+    tables = tmp_path / "tables"
     out = subprocess.run([str(BIN / "papermill"), "--cwd", str(ROOT / "nbs" / "paper"), "-k", "python3", "--no-progress-bar",
                           str(ROOT / "nbs" / "paper" / "main_table.ipynb"), str(tmp_path / "main_table.ipynb"),
-                          "-p", "results", str(tmp_path / "runs"), "-p", "tables_dir", str(tables),
-                          "-p", "figures_dir", str(figures), "-p", "dataset", dataset],
+                          "-p", "results", str(tmp_path / "runs"), "-p", "tables_dir", str(tables), "-p", "dataset", dataset],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     main = pd.read_csv(tables / "main.csv")
