@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from contextlib import contextmanager
 import json
 import pickle
 import re
@@ -346,6 +348,11 @@ class _TrunkInputs(Dataset):
         views = [img, TF.hflip(img)] if self.flips else [img]
         return i, torch.stack([self.transform(v) for v in views])
 
+@contextmanager
+def _restore_threads(n:int):
+    try: yield
+    finally: torch.set_num_threads(n)
+
 def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own transform is not used)
                         backbone:FeatureExtractor, # its trunk computes the features, on the device of its weights
                         root=None, # folder of feature caches (default: $MLRPL_DATA/feature_cache)
@@ -376,7 +383,10 @@ def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own tran
     if progress:
         from tqdm.auto import tqdm
         loader = tqdm(loader, desc=f"caching {backbone.name} features of {dataset.name}")
-    with torch.inference_mode():
+    threads = torch.get_num_threads()
+    if os.environ.get("MLRPL_CACHE_THREADS"):  # a sweep lets the one run that builds a shared cache use every core
+        torch.set_num_threads(max(1, int(os.environ["MLRPL_CACHE_THREADS"])))
+    with torch.inference_mode(), _restore_threads(threads):
         for idx, x in loader:  # (b,), (b, F, 3, s, s)
             f = backbone.trunk(x.flatten(0, 1).to(device))  # (b·F, C, h, w)
             f = f.unflatten(0, x.shape[:2]).float().cpu().numpy()  # (b, F, C, h, w)

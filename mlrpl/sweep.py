@@ -379,7 +379,8 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
     def save(s=None):
         if s: state["state"] = s
         state["updated"] = _now(); _write_json(folder/"sweep.json", state)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # a run that builds a feature cache holds up the runs that share it: the build itself may use every core
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MLRPL_CACHE_THREADS": str(cores())}
     cmd = list(papermill or (sys.executable, "-m", "papermill"))
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
     built = {k for j in todo if j.done for k in shared_inputs(j.values)}
@@ -395,12 +396,9 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
                 j, r = todo[i], records[i]
                 j.folder.mkdir(parents=True, exist_ok=True)
                 r.update(status="running", resumed=j.started, started=_now())
-                # a run that builds its data or feature cache holds up the runs that share them: give it every core
-                builds = not set(shared_inputs(j.values)) <= built
-                run_env = {**env, "OMP_NUM_THREADS": str(cores()), "MKL_NUM_THREADS": str(cores())} if builds else env
                 with open(j.log, "w") as log:
                     p = subprocess.Popen(j.argv(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=run_env, start_new_session=True)  # Ctrl-C reaches the sweep, which stops its runs
+                                         env=env, start_new_session=True)  # Ctrl-C reaches the sweep, which stops its runs
                 running[i] = (p, time.monotonic())
                 pending.remove(i)
                 say(f"[{n_run - len(pending)}/{n_run}] {'resume' if j.started else 'start '} {j.run}")
