@@ -29,6 +29,18 @@ paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (
 	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(R)/cooc -p tables_dir ../../tables -p figures_dir ../../figures -p dataset fashionscenes
 	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main -p figures_dir ../../figures -p dataset fashionscenes
 
+test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
+	$(BIN)/python tests/run.py
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
 fashion-mnist: ## the real Fashion-MNIST files (Debian package), when missing and running as root
 	@if [ -f "$(FASHION_MNIST)/train-images-idx3-ubyte.gz" ] || [ -f "$${MLRPL_DATA:-data}/fashion-mnist/train-images-idx3-ubyte.gz" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
