@@ -74,13 +74,25 @@ def sentence_embeddings(text:Sequence[str], # one phrase per class
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
                      source="glove", # "glove", "minilm" (384-d sentence vectors), or the path of a (C, D) .npy in class order
                      aliases:dict|None=None, # extra/overriding entries for the alias table
+                     cache:bool=True, # keep GloVe rows / sentence vectors under $MLRPL_DATA/embeddings
                     ) -> np.ndarray: # (C, D) float32
     "One embedding per class name."
     names = list(class_names)
     if str(source).lower() in SENTENCE_SOURCES:  # the offline stand-in for CLSL's BERT vectors
         table = {**GLOVE_ALIASES, **(aliases or {})}
         text = [" ".join(name_tokens(n, table)) for n in names]
-        return sentence_embeddings(text)
+        return sentence_embeddings(text, cache)
+    if str(source) == "glove" and cache:  # reading GloVe's 400,000-word index takes a second: keep the rows of these names
+        import hashlib, json, os
+        from mlrpl.core import data_root
+        table = {**GLOVE_ALIASES, **(aliases or {})}
+        key = hashlib.sha1(json.dumps([[n, name_tokens(n, table)] for n in names]).encode()).hexdigest()[:16]
+        f = data_root()/"embeddings"/f"glove-6b-50d-{key}.npy"
+        if f.is_file(): return np.load(f)
+        e = class_embeddings(names, "glove", aliases, cache=False)
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy"); np.save(tmp, e); os.replace(tmp, f)
+        return e
     if str(source) != "glove":
         path = Path(source)
         if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")
