@@ -321,8 +321,8 @@ def shared_inputs(values:dict) -> list[tuple]:
 def startable(job:Job, running:list[Job], built:set) -> bool:
     "Whether `job` may start: each input it shares is `built` (by a finished run) or needed by no running run, and it builds nothing while another run builds."
     busy = {k for r in running for k in shared_inputs(r.values)}
-    builds = lambda j: not set(shared_inputs(j.values)) <= built
-    if builds(job) and any(builds(r) for r in running): return False  # one build at a time: a build takes every core
+    builds = lambda j: bool(j.values.get("use_cache") and j.values.get("backbone")) and shared_inputs(j.values)[1] not in built
+    if builds(job) and any(builds(r) for r in running): return False  # one feature-cache build at a time: it takes every core
     return all(k in built or k not in busy for k in shared_inputs(job.values))
 
 def cores() -> int:
