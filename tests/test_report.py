@@ -1,7 +1,6 @@
 """The paper notebooks render the committed fixture into the same bytes every time: twice into two folders, and
 again after their outputs are deleted."""
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import papermill as pm
@@ -22,7 +21,7 @@ def render(out: Path):
     def one(nb):
         pm.execute_notebook(paper / f"{nb}.ipynb", out / "executed" / f"{nb}.ipynb", parameters={k: dirs[k] for k in NOTEBOOKS[nb]},
                             cwd=str(paper), kernel_name="python3", progress_bar=False, log_output=False)
-    with ThreadPoolExecutor(len(NOTEBOOKS)) as ex: list(ex.map(one, NOTEBOOKS))  # each in its own kernel; they write different files
+    for nb in NOTEBOOKS: one(nb)  # one after another: papermill's cwd= changes the process's directory while a kernel starts
 
 
 def files(out: Path) -> dict:
