@@ -321,9 +321,15 @@ def feature_cache_key(dataset, # an mlrpl.data.MultiLabelDataset
     for a in ("name", "images", "load", "partial", "labels", "class_names"):
         if not hasattr(dataset, a):
             raise TypeError(f"a feature cache needs an mlrpl.data.MultiLabelDataset; {type(dataset).__name__} has no .{a}")
+    folders = {}
     def stamp(p):  # the same names in another folder, or regenerated in place, are other images
-        st = Path(p).stat() if Path(p).is_file() else None
-        return f"{Path(p).resolve()}:{st.st_size}:{st.st_mtime_ns}" if st else str(Path(p).resolve())
+        p = Path(p)
+        if p.parent not in folders: folders[p.parent] = p.parent.resolve()  # each folder resolved once, not each image
+        at = folders[p.parent]/p.name
+        at = at.resolve() if at.is_symlink() else at
+        try: st = at.stat()
+        except OSError: return str(at)
+        return f"{at}:{st.st_size}:{st.st_mtime_ns}"
     names = "\n".join(stamp(p) for p in dataset.images)
     return dict(version=CACHE_VERSION, dataset=dataset.name, num_images=len(dataset),
                 images_sha1=hashlib.sha1(names.encode()).hexdigest()[:16],
@@ -388,7 +394,8 @@ def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own tran
         torch.set_num_threads(max(1, int(os.environ["MLRPL_CACHE_THREADS"])))
     with torch.inference_mode(), _restore_threads(threads):
         for idx, x in loader:  # (b,), (b, F, 3, s, s)
-            f = backbone.trunk(x.flatten(0, 1).to(device))  # (b·F, C, h, w)
+            v = x.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)  # (b·F, 3, s, s), the fast layout
+            f = backbone.trunk(v)  # (b·F, C, h, w)
             f = f.unflatten(0, x.shape[:2]).float().cpu().numpy()  # (b, F, C, h, w)
             if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
                 raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
