@@ -11,8 +11,10 @@ import difflib
 import io
 import itertools
 import json
+import logging
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -20,18 +22,21 @@ import sys
 import threading
 import time
 import tokenize
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from jupyter_client import KernelManager
 
 from .core import project_root, results_root
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'KERNEL', 'GridError', 'Parameter', 'notebook_parameters',
-           'typed', 'Grid', 'load_grid', 'slug', 'run_name', 'Job', 'sweep_dir', 'expand', 'check_recorded',
-           'write_jobs_file', 'SweepFailed', 'shared_inputs', 'startable', 'cores', 'run_sweep', 'main']
+__all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'KERNEL', 'WORKER', 'RESET', 'GridError', 'Parameter',
+           'notebook_parameters', 'typed', 'Grid', 'load_grid', 'slug', 'run_name', 'Job', 'sweep_dir', 'expand',
+           'check_recorded', 'write_jobs_file', 'SweepFailed', 'shared_inputs', 'startable', 'cores', 'serve',
+           'run_sweep', 'main']
 
 # %% ../nbs/20_sweep.ipynb #d1be685e
 class GridError(ValueError):
@@ -329,6 +334,82 @@ def cores() -> int:
     "The CPU cores this process may use."
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
+# %% ../nbs/20_sweep.ipynb #b2b262fe
+WORKER = "import sys; from mlrpl.sweep import serve; serve(sys.argv[1], sys.argv[2] == 'fresh', sys.argv[3])"  # python -c WORKER KERNEL warm|fresh CWD
+RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect(); get_ipython().execution_count = 1"
+
+class _Manager(KernelManager):
+    "A kernel manager that remembers its clients, to close a run's client after the run (papermill leaves it open)."
+    def client(self, **kw):
+        c = super().client(**kw); self.clients.append(c); return c
+
+class _Kernel:
+    "A worker's kernel, kept from run to run; what its process writes goes to the log of the run it is on."
+    def __init__(self, name:str):
+        self.name, self.cwd, self.km, self.used, self.sink, self.lock = name, None, None, False, sys.stderr, threading.Lock()
+
+    def _pump(self, stream):
+        for line in iter(stream.readline, b""):
+            with self.lock: self.sink.write(line.decode(errors="replace")); self.sink.flush()
+
+    def start(self, cwd:str):
+        self.stop()
+        self.km, self.cwd, self.used = _Manager(kernel_name=self.name), cwd, False
+        self.km.clients = []
+        self.km.start_kernel(cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._pump, args=(self.km.provisioner.process.stdout,), daemon=True).start()
+
+    def stop(self):
+        if self.km is not None and self.km.has_kernel: self.km.shutdown_kernel(now=True)
+
+    def reset(self):
+        "Clear what the last run left in the namespace and the execution counter (not the imported modules)."
+        kc = self.km.client(); kc.start_channels(); kc.wait_for_ready(timeout=60)
+        reply = kc.execute_interactive(RESET, store_history=False, timeout=60, output_hook=lambda msg: None)
+        if reply["content"]["status"] != "ok": raise RuntimeError(f"kernel {self.name}: clearing the last run failed: {reply['content']}")
+
+    def run(self, job:dict, fresh:bool=False) -> str|None:
+        "Execute `job` (notebook, output, cwd, params, log); None, or the error in one line (the log has it whole)."
+        import papermill
+        log_ = logging.getLogger("papermill")
+        with open(job["log"], "w") as log:
+            handler = logging.StreamHandler(log); handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log_.addHandler(handler); log_.setLevel(logging.INFO)
+            with self.lock: self.sink = log
+            try:
+                if self.km is None or self.cwd != job["cwd"] or not self.km.is_alive() or (fresh and self.used): self.start(job["cwd"])
+                elif self.used: self.reset()
+                self.used = True
+                papermill.execute_notebook(job["notebook"], job["output"], parameters=job["params"], kernel_name=self.name,
+                                           progress_bar=False, km=self.km)
+                return None
+            except Exception as e:
+                log.write(traceback.format_exc()); log.flush()
+                last = [l for l in str(e).splitlines() if l.strip()]
+                return f"{type(e).__name__}: {last[-1] if last else ''}"[:500]
+            finally:
+                for c in (self.km.clients if self.km is not None else []): c.stop_channels()
+                if self.km is not None: self.km.clients.clear()
+                with self.lock: self.sink = sys.stderr
+                log_.removeHandler(handler)
+
+def serve(kernel:str=KERNEL, # the kernel's name
+          fresh:bool=False, # a new kernel for each run
+          cwd:str|None=None, # start the kernel in this folder now, before the first job (its notebook's folder)
+         ) -> None:
+    "A sweep worker: run each job read from stdin (a JSON line) in one kernel, answer `{\"error\": ...}` a line on stdout; end at EOF."
+    import papermill  # noqa: F401  (imported once, before the first job)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the sweep's stop, even when started where SIGINT is ignored (`&`)
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything else written to stdout goes to stderr, not into the answers
+    k = _Kernel(kernel)
+    try:
+        if cwd: k.start(cwd)
+        for line in sys.stdin:
+            answers.write(json.dumps({"error": k.run(json.loads(line), fresh)}) + "\n"); answers.flush()
+    except KeyboardInterrupt: pass
+    finally: k.stop()
+
 # %% ../nbs/20_sweep.ipynb #34c20ab7
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -341,23 +422,41 @@ def _tail(path:Path, n:int=3) -> str:
     lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.is_file() else []
     return "\n".join("    " + l for l in lines[-n:])
 
-def _stop(procs:list, grace:float=10.0) -> None:
-    "Interrupt each papermill (it shuts its kernel down), then kill what is still running after `grace` seconds."
-    for p in procs:
-        if p.poll() is None: p.send_signal(signal.SIGINT)
+class _Worker:
+    "A worker process of a running sweep (`serve`), started in a session of its own: Ctrl-C reaches the sweep, which stops it."
+    def __init__(self, kernel:str, fresh:bool, cwd:Path, env:dict, log):
+        self.p = subprocess.Popen([sys.executable, "-c", WORKER, kernel, "fresh" if fresh else "warm", str(cwd)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
+    def give(self, job:Job) -> None:
+        self.p.stdin.write(json.dumps(dict(notebook=str(job.notebook), output=str(job.output), cwd=str(job.notebook.parent),
+                                           params=job.params, log=str(job.log))) + "\n")
+        self.p.stdin.flush()
+    def answer(self) -> tuple[bool, str|None]:
+        "(whether the worker lives on, the run's error or None); call when its stdout is readable."
+        line = self.p.stdout.readline()
+        if line: return True, json.loads(line)["error"]
+        return False, f"its worker exited with status {self.p.wait()}"
+
+def _stop(workers:list, grace:float=10.0, interrupt:bool=True) -> None:
+    "End each worker: no more runs and, with `interrupt`, an interrupt for the run it is on (its kernel is shut down); kill what is left after `grace` s."
+    for w in workers:
+        try: w.p.stdin.close()
+        except OSError: pass
+        if interrupt and w.p.poll() is None: w.p.send_signal(signal.SIGINT)
     deadline = time.monotonic() + grace
     try:
-        for p in procs: p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for w in workers: w.p.wait(timeout=max(0.1, deadline - time.monotonic()))
     except (subprocess.TimeoutExpired, KeyboardInterrupt): pass  # a second Ctrl-C does not wait
-    for p in procs:
-        if p.poll() is None: p.kill(); p.wait()
+    for w in workers:
+        if w.p.poll() is None: w.p.kill(); w.p.wait()
 
 def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
               jobs:int=1, # runs at a time
               results:Path|str|None=None, # the results root (default: $MLRPL_RESULTS, else the project's runs/)
               sets:dict|None=None, # parameter → value for every run (`--set`)
               dry_run:bool=False, # report what each run would do; run and write nothing
-              papermill:list[str]|None=None, # the program that runs papermill (default: this Python's `-m papermill`)
+              kernel:str=KERNEL, # the Jupyter kernel the runs execute in
+              fresh_kernels:bool=False, # a new kernel for each run (default: each worker keeps its kernel)
               progress:bool=True, # print a line when a run starts and ends
               poll:float=0.2, # seconds between looks at the running runs
              ) -> list[dict]:
@@ -368,7 +467,7 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
     check_recorded(todo, g.path)
     say = print if progress else (lambda *a, **k: None)
     threads = max(1, cores() // jobs)
-    records = [dict(run=j.run, status="skipped" if j.done else "pending", resumed=None, returncode=None, seconds=None,
+    records = [dict(run=j.run, status="skipped" if j.done else "pending", resumed=None, error=None, seconds=None, worker=None,
                     log=str(j.log), command=j.command()) for j in todo]
     folder = sweep_dir(g, results)
     if dry_run:
@@ -377,56 +476,60 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
         return records
     folder.mkdir(parents=True, exist_ok=True)
     state = dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder), jobs=jobs,
-                 threads_per_run=threads, started=_now(), updated=None, state="running", runs=records)
+                 threads_per_run=threads, kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None,
+                 state="running", runs=records)
     def save(s=None):
         if s: state["state"] = s
         state["updated"] = _now(); _write_json(folder/"sweep.json", state)
     # a run that builds a feature cache holds up the runs that share it: the build itself may use every core
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MLRPL_CACHE_THREADS": str(cores())}
-    cmd = list(papermill or (sys.executable, "-m", "papermill"))
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
     built = {k for j in todo if j.done for k in shared_inputs(j.values)}
-    n_run, running = len(pending), {}  # index → (Popen, start time)
+    n_run, running, idle = len(pending), {}, []  # running: index → (worker, start time); idle: workers without a run
     say(f"sweep {g.name}: {n_run} of {len(todo)} runs to do ({len(todo) - n_run} finished), {jobs} at a time, "
         f"{threads} thread(s) each → {folder}")
     save()
-    try:
-        while pending or running:
-            for i in list(pending):
-                if len(running) >= jobs: break
-                if not startable(todo[i], [todo[k] for k in running], built): continue
-                j, r = todo[i], records[i]
-                j.folder.mkdir(parents=True, exist_ok=True)
-                r.update(status="running", resumed=j.started, started=_now())
-                with open(j.log, "w") as log:
-                    p = subprocess.Popen(j.argv(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)  # Ctrl-C reaches the sweep, which stops its runs
-                running[i] = (p, time.monotonic())
-                pending.remove(i)
-                say(f"[{n_run - len(pending)}/{n_run}] {'resume' if j.started else 'start '} {j.run}")
-                save()
-            time.sleep(poll)
-            for i, (p, t0) in list(running.items()):
-                rc = p.poll()
-                if rc is None: continue
-                del running[i]
-                j, r = todo[i], records[i]
-                ok = rc == 0 and j.done
-                r.update(status="done" if ok else "failed", returncode=rc, seconds=round(time.monotonic() - t0, 1))
-                if ok:
-                    built.update(shared_inputs(j.values))
-                    say(f"done    {j.run} ({r['seconds']:.0f} s)")
-                else:
-                    why = f"exit {rc}" if rc else "no metrics.json"
-                    say(f"FAILED  {j.run} ({why}); log: {j.log}\n{_tail(j.log)}")
-                save()
-    except KeyboardInterrupt:
-        _stop([p for p, _ in running.values()])
-        for i in running: records[i].update(status="interrupted")
-        save("interrupted")
-        say(f"sweep {g.name} interrupted: {len(running)} run(s) stopped, {len(pending)} not started; "
-            "run it again to continue (each resumes from its checkpoint)")
-        raise
+    with open(folder/"workers.log", "a") as wlog:  # what the workers write outside any run
+        # every worker starts now: its kernel starts while the first run (which may build alone) runs
+        idle = [_Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog) for _ in range(min(jobs, n_run))]
+        try:
+            while pending or running:
+                for i in list(pending):
+                    if len(running) >= jobs: break
+                    if not startable(todo[i], [todo[k] for k in running], built): continue
+                    j, r = todo[i], records[i]
+                    j.folder.mkdir(parents=True, exist_ok=True)
+                    while idle and idle[-1].p.poll() is not None: idle.pop()  # a worker that died between runs
+                    w = idle.pop() if idle else _Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog)
+                    r.update(status="running", resumed=j.started, started=_now(), worker=w.p.pid)
+                    w.give(j)
+                    running[i] = (w, time.monotonic())
+                    pending.remove(i)
+                    say(f"[{n_run - len(pending)}/{n_run}] {'resume' if j.started else 'start '} {j.run}")
+                    save()
+                readable = select.select([w.p.stdout for w, _ in running.values()], [], [], poll)[0] if running else []
+                for i, (w, t0) in list(running.items()):
+                    if w.p.stdout not in readable: continue
+                    del running[i]
+                    lives, err = w.answer()
+                    if lives: idle.append(w)
+                    j, r = todo[i], records[i]
+                    ok = err is None and j.done
+                    r.update(status="done" if ok else "failed", error=None if ok else err or "no metrics.json",
+                             seconds=round(time.monotonic() - t0, 1))
+                    if ok:
+                        built.update(shared_inputs(j.values))
+                        say(f"done    {j.run} ({r['seconds']:.0f} s)")
+                    else: say(f"FAILED  {j.run} ({r['error']}); log: {j.log}\n{_tail(j.log)}")
+                    save()
+        except KeyboardInterrupt:
+            _stop([w for w, _ in running.values()] + idle)
+            for i in running: records[i].update(status="interrupted")
+            save("interrupted")
+            say(f"sweep {g.name} interrupted: {len(running)} run(s) stopped, {len(pending)} not started; "
+                "run it again to continue (each resumes from its checkpoint)")
+            raise
+        _stop(idle, grace=60, interrupt=False)  # each ends at the end of its input
     failed = [r for r in records if r["status"] == "failed"]
     save("failed" if failed else "finished")
     counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
@@ -458,6 +561,7 @@ def main(argv:list[str]|None=None) -> int:
     how.add_argument("--jobs-file", metavar="FILE", help="write one papermill command a line (GNU parallel, SLURM array) instead of running")
     how.add_argument("--dry-run", action="store_true", help="list the runs and whether each is new, resumed or skipped; run nothing")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a parameter for every run, over the grid file")
+    s.add_argument("--fresh-kernels", action="store_true", help="a new kernel for each run (default: each of the N workers keeps its kernel)")
     a = ap.parse_args(argv)
     stops = [getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]  # a scheduler's stop, a closed terminal
     old = {s: signal.signal(s, _raise_interrupt) for s in stops} if threading.current_thread() is threading.main_thread() else {}
@@ -468,7 +572,7 @@ def main(argv:list[str]|None=None) -> int:
             listed = write_jobs_file(g, a.jobs_file, results=a.results)
             left = len(expand(g, a.results)) - len(listed)
             print(f"{a.jobs_file}: {len(listed)} papermill command(s)" + (f"; {left} finished run(s) left out" if left else ""))
-        else: run_sweep(a.grid, jobs=a.jobs, results=a.results, sets=sets, dry_run=a.dry_run)
+        else: run_sweep(a.grid, jobs=a.jobs, results=a.results, sets=sets, dry_run=a.dry_run, fresh_kernels=a.fresh_kernels)
     except (GridError, FileNotFoundError) as e:
         print(f"mlrpl sweep: error: {e}", file=sys.stderr); return 2
     except SweepFailed as e:
