@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['GLOVE_ALIASES', 'SENTENCE_SOURCES', 'load_glove', 'name_tokens', 'load_sentence_model', 'sentence_embeddings',
-           'class_embeddings']
+__all__ = ['GLOVE_ALIASES', 'SENTENCE_SOURCES', 'load_glove', 'name_tokens', 'load_sentence_model', 'cached_vectors',
+           'sentence_embeddings', 'class_embeddings']
 
 # %% ../nbs/04_embeddings.ipynb #601908f3
 GLOVE_ALIASES = {
@@ -57,19 +57,28 @@ def load_sentence_model():
     from sentence_transformers import SentenceTransformer
     return SentenceTransformer(str(pkg.get_model_path()), device="cpu")
 
+def cached_vectors(name:str, # the file's prefix: the vectors' source
+                   key:str, # what the vectors depend on; its SHA-1 names the file
+                   compute, # () -> the (C, D) float32 vectors
+                   cache:bool=True, # False: compute, keep nothing
+                  ) -> np.ndarray:
+    "`compute()`, kept in `$MLRPL_DATA/embeddings/<name>-<hash of key>.npy` and read from there afterwards."
+    if not cache: return compute()
+    import hashlib, os
+    from mlrpl.core import data_root
+    f = data_root()/"embeddings"/f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+    if f.is_file(): return np.load(f)
+    e = compute()
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy"); np.save(tmp, e); os.replace(tmp, f)  # whole or not at all
+    return e
+
 def sentence_embeddings(text:Sequence[str], # one phrase per class
                         cache:bool=True, # keep the vectors under $MLRPL_DATA/embeddings (loading the model takes seconds)
                        ) -> np.ndarray: # (C, 384) float32, unit length
     "all-MiniLM-L6-v2 vectors of `text`, computed once and then read from the embeddings cache."
-    import hashlib, os
-    from mlrpl.core import data_root
-    f = data_root()/"embeddings"/f"all-minilm-l6-v2-{hashlib.sha1(chr(10).join(text).encode()).hexdigest()[:16]}.npy"
-    if cache and f.is_file(): return np.load(f)
-    e = np.asarray(load_sentence_model().encode(list(text), normalize_embeddings=True, show_progress_bar=False), np.float32)
-    if cache:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy"); np.save(tmp, e); os.replace(tmp, f)
-    return e
+    encode = lambda: np.asarray(load_sentence_model().encode(list(text), normalize_embeddings=True, show_progress_bar=False), np.float32)
+    return cached_vectors("all-minilm-l6-v2", "\n".join(text), encode, cache)
 
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
                      source="glove", # "glove", "minilm" (384-d sentence vectors), or the path of a (C, D) .npy in class order
@@ -82,17 +91,6 @@ def class_embeddings(class_names:Sequence[str], # the dataset's class names, in 
         table = {**GLOVE_ALIASES, **(aliases or {})}
         text = [" ".join(name_tokens(n, table)) for n in names]
         return sentence_embeddings(text, cache)
-    if str(source) == "glove" and cache:  # reading GloVe's 400,000-word index takes a second: keep the rows of these names
-        import hashlib, json, os
-        from mlrpl.core import data_root
-        table = {**GLOVE_ALIASES, **(aliases or {})}
-        key = hashlib.sha1(json.dumps([[n, name_tokens(n, table)] for n in names]).encode()).hexdigest()[:16]
-        f = data_root()/"embeddings"/f"glove-6b-50d-{key}.npy"
-        if f.is_file(): return np.load(f)
-        e = class_embeddings(names, "glove", aliases, cache=False)
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy"); np.save(tmp, e); os.replace(tmp, f)
-        return e
     if str(source) != "glove":
         path = Path(source)
         if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")
@@ -100,13 +98,16 @@ def class_embeddings(class_names:Sequence[str], # the dataset's class names, in 
         if emb.ndim != 2 or emb.shape[0] != len(names):
             raise ValueError(f"class-embedding file {path} holds an array of shape {emb.shape}; expected ({len(names)}, D), one row per class")
         return emb.astype(np.float32)
-    vectors, index = load_glove()
+    import json
     table = {**GLOVE_ALIASES, **(aliases or {})}
-    out = np.empty((len(names), vectors.shape[1]), np.float32)
-    for c, n in enumerate(names):
-        toks = name_tokens(n, table)
-        missing = [t for t in toks if t not in index]
-        if not toks or missing:
-            raise KeyError(f"class {n!r}: GloVe has no vector for {missing or [n]}; add an alias, e.g. aliases={{{n!r}: 'known words'}}")
-        out[c] = np.asarray(vectors[[index[t] for t in toks]], np.float32).mean(0)
-    return out
+    tokens = [name_tokens(n, table) for n in names]
+    def rows():  # reading GloVe's 400,000-word index takes a second: the rows of these names are cached
+        vectors, index = load_glove()
+        out = np.empty((len(names), vectors.shape[1]), np.float32)
+        for c, (n, toks) in enumerate(zip(names, tokens)):
+            missing = [t for t in toks if t not in index]
+            if not toks or missing:
+                raise KeyError(f"class {n!r}: GloVe has no vector for {missing or [n]}; add an alias, e.g. aliases={{{n!r}: 'known words'}}")
+            out[c] = np.asarray(vectors[[index[t] for t in toks]], np.float32).mean(0)
+        return out
+    return cached_vectors("glove-6b-50d", json.dumps([[n, t] for n, t in zip(names, tokens)]), rows, cache)
