@@ -163,10 +163,8 @@ class Trainer:
         self.optimizer = _optimizer(cfg, params)
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         if cfg.scheduler == "onecycle":
-            steps = len(self.sampler)//cfg.batch_size
-            steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                                 steps_per_epoch=steps, pct_start=cfg.pct_start)
+                                                                 steps_per_epoch=self.steps_per_epoch(), pct_start=cfg.pct_start)
         else: self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
@@ -175,6 +173,11 @@ class Trainer:
         self.writer = None
 
     # ---- loaders
+    def steps_per_epoch(self) -> int:
+        "Optimizer steps an epoch: the full batches of this process's share of the training set, at most `max_steps`."
+        n = len(self.sampler)//self.cfg.batch_size
+        return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
+
     def _loader(self, ds, sampler=None, shuffle=False, drop_last=False):
         return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
                           num_workers=self.cfg.workers, pin_memory=self.cuda, persistent_workers=False)
@@ -222,7 +225,7 @@ class Trainer:
         model.train()
         self.sampler.set_epoch(epoch)
         loader = self._loader(self.train_set, sampler=self.sampler, drop_last=True)
-        steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
+        steps = self.steps_per_epoch()
         sums, counts = {}, {}
         it = loader
         if cfg.progress and self.rank == 0:
