@@ -46,6 +46,7 @@ def load_rgb(path:Path) -> Image.Image:
 
 class MultiLabelDataset(Dataset):
     "Images + full labels + class names; items are (index, image, partial_target, full_target)."
+    generator = None  # the parameters a generated dataset was made with (FashionScenes sets them), recorded by runs
     def __init__(self,
                  images:Sequence, # image file of each row
                  labels, # (N, C) full labels in {1, -1} (0 = undecided by the benchmark)

@@ -177,7 +177,10 @@ def fashionscenes(root=None, # a folder written by write_fashion_scenes (default
     "FashionScenes read back through the COCO loader."
     split = _split(split, "fashionscenes", {"train": "train", "test": "val", "val": "val"})
     root = Path(root) if root else data_root()/"fashionscenes"
-    return CocoMultiLabel(root/"images"/split, root/"annotations"/f"instances_{split}.json", name=f"fashionscenes/{split}", **kw)
+    ds = CocoMultiLabel(root/"images"/split, root/"annotations"/f"instances_{split}.json", name=f"fashionscenes/{split}", **kw)
+    rec = root/"fashionscenes.json"
+    ds.generator = json.loads(rec.read_text()).get("params") if rec.is_file() else None
+    return ds
 
 # %% ../nbs/02b_fashionscenes.ipynb #2c370d10
 @DATASETS.register("fashionscenes_digits")

@@ -228,11 +228,9 @@ def model_graph(model, C:int) -> np.ndarray:
 
 def describe_dataset(train, test) -> dict:
     "What the run trained and tested on: names, sizes, classes, known share, and the generator's parameters (FashionScenes)."
-    root = Path(train.images[0]).parents[2] if len(train.images) else None
-    gen = root/"fashionscenes.json" if root is not None else None
     return dict(name=train.name, train_images=len(train), test_images=len(test), classes=list(train.class_names),
                 known_share=float((train.partial != 0).mean()), images=str(Path(train.images[0]).parent) if len(train.images) else None,
-                generator=json.loads(gen.read_text()).get("params") if gen is not None and gen.is_file() else None)
+                generator=train.generator)
 
 def run(cfg:RunConfig|dict, # the run's parameters
         resume:bool=False, # continue from the run folder's checkpoint
