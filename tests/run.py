@@ -15,7 +15,7 @@ def notebooks() -> tuple[int, int]:
     p = subprocess.run([str(bin_ / "nbdev_test"), "--do_print", "--timing"], cwd=root, text=True,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     print(p.stdout)
-    done = len(re.findall(r"^- Completed ", p.stdout, re.M))
+    done = len(set(re.findall(r"- Completed (\S+?\.ipynb)", p.stdout)))  # two workers print: a line may hold two messages
     failed = 0
     if "nbdev Tests Failed On The Following Notebooks" in p.stdout:
         tail = p.stdout.split("nbdev Tests Failed On The Following Notebooks", 1)[1]
