@@ -431,7 +431,7 @@ class CachedFeatures(Dataset):
         if train and not self.key["flips"]:
             raise ValueError(f"feature cache {self.cache} has no mirrored copies (flips=False), so train=True cannot flip; "
                              "build it with flips=True, or use train=False")
-        self.train, self.name = train, dataset.name
+        self.train, self.name, self.dataset = train, dataset.name, dataset  # dataset: the images behind the cache
         self.partial, self.labels, self.class_names = dataset.partial, dataset.labels, list(dataset.class_names)
         self._features = None
 

@@ -259,6 +259,6 @@ def run(cfg:RunConfig|dict, # the run's parameters
     if trainer.rank == 0:
         np.savez_compressed(out/"predictions.npz", logits=p["logits"].numpy(), full=p["full"].numpy(),
                             partial=p["partial"].numpy(), index=p["index"].numpy(), class_names=np.array(image_train.class_names))
-        test_images = get_dataset(cfg.dataset, cfg.root(), "test") if cfg.use_cache else test  # the images behind a cache
+        test_images = test.dataset if cfg.use_cache else test  # the images behind a cache
         np.savez_compressed(out/"analysis.npz", **analysis(trainer, test_images, test, image_train.labels))
     return summary
