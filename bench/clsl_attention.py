@@ -9,7 +9,7 @@ weights and inputs (COCO scale: C = 80 classes, P = 14 x 14 pixels, 2048-d pixel
 Each side runs in fresh subprocesses: one measures the peak memory of a step above its inputs and weights
 (resident memory on the CPU; allocated device memory with --device cuda), one times the steps. Prints both, the ratios and the largest difference of the scores.
 """
-import argparse, json, resource, statistics, subprocess, sys, time, types
+import argparse, json, resource, statistics, subprocess, sys, time
 from pathlib import Path
 
 import torch
@@ -22,10 +22,9 @@ def build(side, reference):
     if side == "ours":
         from mlrpl.clsl_sgfe import LowRankBilinearAttention
         return LowRankBilinearAttention(D, D, A)
-    sys.path.insert(0, str(reference))
-    sys.modules.setdefault("randaugment", types.SimpleNamespace(RandAugment=None))
-    clip = types.ModuleType("clip_fine_tuning"); clip.clip = None; sys.modules["clip_fine_tuning"] = clip
-    pkg = types.ModuleType("models"); pkg.__path__ = [str(Path(reference) / "models")]; sys.modules["models"] = pkg
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "golden"))
+    from official import clsl_models_importable  # the golden-file generators' harness for the released code
+    clsl_models_importable(reference)
     from models.sarlp import LowRankBilinearAttention
     return LowRankBilinearAttention(D, D, A)
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from official import npy, patch_for_cpu  # noqa: E402
+from official import clsl_models_importable, npy, patch_for_cpu  # noqa: E402
 from weights import fill_state_dict, shapes_to_json  # noqa: E402
 
 OUT = Path(__file__).parent / "clsl_model.npz"
@@ -45,9 +45,7 @@ if __name__ == "__main__":
     ap.add_argument("--reference", type=Path, required=True)
     a = ap.parse_args()
     patch_for_cpu(a.reference)
-    sys.modules["randaugment"] = types.SimpleNamespace(RandAugment=None)
-    clip = types.ModuleType("clip_fine_tuning"); clip.clip = None; sys.modules["clip_fine_tuning"] = clip
-    pkg = types.ModuleType("models"); pkg.__path__ = [str(a.reference / "models")]; sys.modules["models"] = pkg
+    clsl_models_importable(a.reference)
     import importlib
     from lib.aslloss import AsymmetricLossOptimized
 

@@ -15,6 +15,15 @@ def patch_for_cpu(ref: Path):
     sys.path.insert(0, str(ref))
 
 
+def clsl_models_importable(ref: Path):
+    "Let `models.*` of a CLSL checkout at `ref` import without its training-only packages (randaugment, CLIP fine-tuning)."
+    import types
+    sys.path.insert(0, str(ref))
+    sys.modules.setdefault("randaugment", types.SimpleNamespace(RandAugment=None))
+    clip = types.ModuleType("clip_fine_tuning"); clip.clip = None; sys.modules["clip_fine_tuning"] = clip
+    pkg = types.ModuleType("models"); pkg.__path__ = [str(Path(ref) / "models")]; sys.modules["models"] = pkg
+
+
 def f32(a): return np.asarray(a, dtype=np.float32)
 def npy(t): return t.detach().cpu().numpy()
 def t32(a, grad=False): return torch.tensor(f32(a), requires_grad=grad)
