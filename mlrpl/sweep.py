@@ -404,7 +404,9 @@ def serve(kernel:str=KERNEL, # the kernel's name
     os.dup2(2, 1)  # anything else written to stdout goes to stderr, not into the answers
     k = _Kernel(kernel)
     try:
-        if cwd: k.start(cwd)
+        if cwd:
+            try: k.start(cwd)
+            except Exception: traceback.print_exc()  # the first run starts it again and reports why it cannot
         for line in sys.stdin:
             answers.write(json.dumps({"error": k.run(json.loads(line), fresh)}) + "\n"); answers.flush()
     except KeyboardInterrupt: pass
@@ -474,6 +476,11 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
         say(f"sweep {g.name}, dry run: {len(todo)} runs → {folder}")
         for j in todo: say(f"{'skip' if j.done else 'resume' if j.started else 'new':6} {j.run}")
         return records
+    if any(r["status"] == "pending" for r in records):
+        from jupyter_client.kernelspec import KernelSpecManager
+        specs = KernelSpecManager().find_kernel_specs()
+        if kernel not in specs: raise GridError(f"kernel {kernel!r} is not installed for {sys.executable} (installed: "
+                                                f"{', '.join(sorted(specs)) or 'none'}); `make venv` installs 'python3'")
     folder.mkdir(parents=True, exist_ok=True)
     state = dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder), jobs=jobs,
                  threads_per_run=threads, kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None,
