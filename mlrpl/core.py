@@ -15,7 +15,7 @@ import torch
 
 # %% auto #0
 __all__ = ['POS', 'UNK', 'NEG', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root', 'results_root',
-           'results_dir', 'Registry']
+           'results_dir', 'write_atomic', 'Registry']
 
 # %% ../nbs/00_core.ipynb #ea63cc47
 POS, UNK, NEG = 1, 0, -1  # known positive, unknown, known negative
@@ -90,6 +90,19 @@ def results_dir(name:str, # the run's name, a folder under the results root
     d = d/name
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/00_core.ipynb #9a8cc128
+def write_atomic(path:Path|str, # the file to (re)write
+                 write:Callable, # write(tmp_path): writes the whole content to the path it is given
+                ) -> Path:
+    "Write `path` through a temporary file beside it and one rename: a reader sees the old file or the new one, never half of one."
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")  # same suffix: np.save would add .npy otherwise
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return path
 
 # %% ../nbs/00_core.ipynb #aeba9255
 class Registry:

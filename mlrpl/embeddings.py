@@ -64,13 +64,13 @@ def cached_vectors(name:str, # the file's prefix: the vectors' source
                   ) -> np.ndarray:
     "`compute()`, kept in `$MLRPL_DATA/embeddings/<name>-<hash of key>.npy` and read from there afterwards."
     if not cache: return compute()
-    import hashlib, os
-    from mlrpl.core import data_root
+    import hashlib
+    from mlrpl.core import data_root, write_atomic
     f = data_root()/"embeddings"/f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
     if f.is_file(): return np.load(f)
     e = compute()
     f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f"{f.stem}.{os.getpid()}.tmp.npy"); np.save(tmp, e); os.replace(tmp, f)  # whole or not at all
+    write_atomic(f, lambda tmp: np.save(tmp, e))
     return e
 
 def sentence_embeddings(text:Sequence[str], # one phrase per class

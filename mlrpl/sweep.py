@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 from jupyter_client import KernelManager
 
-from .core import project_root, results_root
+from .core import project_root, results_root, write_atomic
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'KERNEL', 'WORKER', 'RESET', 'GridError', 'Parameter',
@@ -415,11 +415,6 @@ def serve(kernel:str=KERNEL, # the kernel's name
 # %% ../nbs/20_sweep.ipynb #34c20ab7
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-def _write_json(path:Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)  # a reader never sees half a file
-
 def _tail(path:Path, n:int=3) -> str:
     lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.is_file() else []
     return "\n".join("    " + l for l in lines[-n:])
@@ -487,7 +482,7 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
                  state="running", runs=records)
     def save(s=None):
         if s: state["state"] = s
-        state["updated"] = _now(); _write_json(folder/"sweep.json", state)
+        state["updated"] = _now(); write_atomic(folder/"sweep.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
     # a run that builds a feature cache holds up the runs that share it: the build itself may use every core
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MLRPL_CACHE_THREADS": str(cores())}
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]

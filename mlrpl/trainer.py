@@ -21,13 +21,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from .core import get_device, set_seed
+from .core import get_device, set_seed, write_atomic
 from .methods import StepContext
 from .metrics import average_precision, evaluate
 
 # %% auto #0
-__all__ = ['TrainConfig', 'holdout', 'world', 'init_distributed', 'gather_cat', 'gather_objects', 'WeightEMA', 'Trainer',
-           'save_atomic']
+__all__ = ['TrainConfig', 'holdout', 'world', 'init_distributed', 'gather_cat', 'gather_objects', 'WeightEMA', 'Trainer']
 
 # %% ../nbs/11_trainer.ipynb #95119503
 @dataclass
@@ -282,12 +281,6 @@ def _set_rng_state(st:dict):
     np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], *st["numpy_gauss"]))
     if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
 
-def save_atomic(obj, path:Path):
-    "torch.save to `path` through a temporary file and a rename."
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
 def _summary(history:list[dict]) -> dict:
     "Last-epoch test mAP, test mAP at the best validation epoch, and the official best-test mAP."
     last = history[-1]
@@ -339,15 +332,17 @@ def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
         self.per_class = per
         if self.rank == 0: self._log(rec)
         if self.rank == 0 and cfg.checkpoint:
-            save_atomic(dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
-                             history=self.history, epoch=epoch, config=dataclasses.asdict(cfg),
-                             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {})), ck)
+            state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                         scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
+                         history=self.history, epoch=epoch, config=dataclasses.asdict(cfg),
+                         **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}))
+            write_atomic(ck, lambda tmp: torch.save(state, tmp))
         if self.distributed: dist.barrier()
     self.summary = _summary(self.history)
     finished = len(self.history) >= cfg.epochs  # metrics.json marks finished runs only
     if finished and self.rank == 0 and self.results_dir is not None:
-        (self.results_dir/"metrics.json").write_text(json.dumps(self.summary, indent=1))
+        summary = json.dumps(self.summary, indent=1)  # metrics.json marks a finished run (a sweep skips it): whole or absent
+        write_atomic(self.results_dir/"metrics.json", lambda tmp: tmp.write_text(summary))
         if getattr(self, "per_class", None) is not None: self.per_class.to_csv(self.results_dir/"per_class.csv")
     if self.writer is not None: self.writer.close()
     return self.summary
