@@ -340,6 +340,7 @@ RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect()
 
 class _Manager(KernelManager):
     "A kernel manager that remembers its clients, to close a run's client after the run (papermill leaves it open)."
+    def __init__(self, **kw): super().__init__(**kw); self.clients = []
     def client(self, **kw):
         c = super().client(**kw); self.clients.append(c); return c
 
@@ -355,7 +356,6 @@ class _Kernel:
     def start(self, cwd:str):
         self.stop()
         self.km, self.cwd, self.used = _Manager(kernel_name=self.name), cwd, False
-        self.km.clients = []
         self.km.start_kernel(cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._pump, args=(self.km.provisioner.process.stdout,), daemon=True).start()
 
