@@ -115,12 +115,42 @@ def official_transforms(scale_size:int=512, # side after the first resize (train
     return train, test
 
 # %% ../nbs/02_data.ipynb #22c59eef
+def _kind(x) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(x), "a number")
+
+def _read_json(path:Path, what:str):
+    "The content of a JSON file, or one error naming the file and what is wrong with it."
+    if not path.is_file(): raise FileNotFoundError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    if not data or data.isspace(): raise ValueError(f"{what} {path} is empty")
+    try: return json.loads(data)
+    except json.JSONDecodeError as e: raise ValueError(f"{what} {path} is not valid JSON (line {e.lineno} col {e.colno}): {e.msg}") from None
+    except UnicodeDecodeError as e: raise ValueError(f"{what} {path} is not UTF-8 text: {e}") from None
+
+def _check_coco(d, f:Path):
+    "The three lists of an instances file and the keys read from their records."
+    if not isinstance(d, dict): raise ValueError(f"COCO annotation file {f} holds {_kind(d)}, not a COCO object with images/annotations/categories")
+    for k, need in (("images", ("id", "file_name")), ("annotations", ("image_id", "category_id")), ("categories", ("id", "name"))):
+        if k not in d: raise ValueError(f"COCO annotation file {f} has no {k!r} (a COCO instances file holds images, annotations and categories)")
+        if not isinstance(d[k], list): raise ValueError(f"COCO annotation file {f}: {k!r} is {_kind(d[k])}, not a list")
+        for i, r in enumerate(d[k]):
+            if not isinstance(r, dict) or not all(n in r for n in need):
+                lack = [n for n in need if n not in r] if isinstance(r, dict) else need
+                raise ValueError(f"COCO annotation file {f}: {k}[{i}] lacks {' and '.join(map(repr, lack))}")
+    for k in ("images", "categories"):
+        seen = set()
+        for i, r in enumerate(d[k]):
+            if r["id"] in seen: raise ValueError(f"COCO annotation file {f}: {k}[{i}] repeats id {r['id']!r}")
+            seen.add(r["id"])
+
 def coco_labels(ann_file) -> tuple[list[dict], np.ndarray, list[str]]:
     "Read a COCO instances file: (image records in file order, (N, C) labels, class names by sorted id)."
     from pycocotools.coco import COCO
     ann_file = Path(ann_file)
-    if not ann_file.is_file(): raise FileNotFoundError(f"COCO annotation file {ann_file} does not exist")
-    coco = COCO(str(ann_file))
+    d = _read_json(ann_file, "COCO annotation file")
+    _check_coco(d, ann_file)
+    coco = COCO()  # indexed from the checked content, not read again
+    coco.dataset = d; coco.createIndex()
     cat_ids = sorted(coco.cats)
     if not cat_ids: raise ValueError(f"COCO annotation file {ann_file} has no categories")
     col = {cid: j for j, cid in enumerate(cat_ids)}
@@ -186,7 +216,9 @@ def voc_labels(root, # the VOC2007 folder (Annotations/, ImageSets/, JPEGImages/
     for i, n in enumerate(names):
         xml = root/"Annotations"/f"{n}.xml"
         if not xml.is_file(): raise FileNotFoundError(f"VOC annotation {xml} does not exist (listed in {lst})")
-        for obj in ET.parse(xml).getroot().iter("object"):
+        try: objects = list(ET.parse(xml).getroot().iter("object"))
+        except ET.ParseError as e: raise ValueError(f"VOC annotation {xml} is not well-formed XML ({e}); listed in {lst}") from None
+        for obj in objects:
             cls = obj.findtext("name", "").strip().lower()
             if cls not in col: raise ValueError(f"VOC annotation {xml}: unknown class name {cls!r}")
             if obj.findtext("difficult", "0").strip() == "1":
@@ -217,7 +249,8 @@ def vg_labels(root, # folder with the lists, the label json and VG_100K/
     for f in (lst, js):
         if not f.is_file(): raise FileNotFoundError(f"VG-200 file {f} does not exist")
     names = [l.strip() for l in lst.read_text().splitlines() if l.strip()]
-    index = json.loads(js.read_text())
+    index = _read_json(js, "VG-200 label file")
+    if not isinstance(index, dict): raise ValueError(f"VG-200 label file {js} holds {_kind(index)}, not an object mapping image names to label indices")
     labels = np.full((len(names), num_classes), NEG, np.int8)
     for i, n in enumerate(names):
         if n not in index: raise ValueError(f"VG-200: image {n!r} of {lst} has no entry in {js}")
@@ -254,7 +287,8 @@ def nuswide_labels(root, split:str) -> tuple[list[str], np.ndarray, list[str]]:
     for j, c in enumerate(concepts):
         f = root/"TrainTestLabels"/f"Labels_{c}_{split}.txt"
         if not f.is_file(): raise FileNotFoundError(f"NUS-WIDE label file {f} does not exist")
-        col = np.loadtxt(f, dtype=np.int64, ndmin=1)
+        try: col = np.loadtxt(f, dtype=np.int64, ndmin=1)
+        except ValueError as e: raise ValueError(f"NUS-WIDE label file {f}: {e}") from None
         if col.shape != (len(paths),) or not np.isin(col, (0, 1)).all():
             raise ValueError(f"NUS-WIDE label file {f} must hold {len(paths)} lines of 0/1 (one per image of {lst})")
         labels[:, j] = np.where(col == 1, POS, NEG)
