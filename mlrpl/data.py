@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
@@ -40,10 +40,30 @@ def _split(split:str, dataset:str, names:dict) -> str:
     if split not in names: raise ValueError(f"{dataset} has no split {split!r}; choose one of {', '.join(names)}")
     return names[split]
 
-def load_rgb(path:Path) -> Image.Image:
-    "Open an image file as RGB."
-    with Image.open(path) as im: return im.convert("RGB")
+# %% ../nbs/02_data.ipynb #fcc835e0
+_WIDE = ("I;16", "I;16L", "I;16B", "I;16N")  # 16-bit grey (PNG, TIFF)
 
+def load_rgb(path:Path, # an image file
+             listed_in:str="", # the file that lists it, for messages
+            ) -> Image.Image:
+    "Open an image file as 8-bit RGB: 16-bit grey scaled by its bit depth; a truncated or unreadable file is an error."
+    what = f"image {path}" + (f" (listed in {listed_in})" if listed_in else "")
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise RuntimeError(f"PIL.ImageFile.LOAD_TRUNCATED_IMAGES is on: a truncated {what} would load padded with grey; "
+                           "set it back to False")
+    try:
+        with Image.open(path) as im: im.load()  # decode now: a truncated file fails here, not inside a transform
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{what} cannot be read: {e}") from e
+    if im.mode in _WIDE or (im.mode == "I" and im.format == "PNG"):  # a PNG's widest samples are 16-bit
+        v = np.asarray(im, np.uint32)  # (H, W) in 0..65535
+        return Image.fromarray(((v + 128)//257).astype(np.uint8)).convert("RGB")  # round(v/257): 65535 -> 255
+    if im.mode == "F" or im.mode.startswith("I"):
+        raise ValueError(f"{what} has mode {im.mode!r} ({'floating-point' if im.mode == 'F' else '32-bit integer'} samples "
+                         "of unknown range), which has no faithful 8-bit RGB conversion; save it with 8- or 16-bit samples")
+    return im.convert("RGB")
+
+# %% ../nbs/02_data.ipynb #e6ac0264
 class MultiLabelDataset(Dataset):
     "Images + full labels + class names; items are (index, image, partial_target, full_target)."
     generator = None  # the parameters a generated dataset was made with (FashionScenes sets them), recorded by runs
@@ -77,7 +97,7 @@ class MultiLabelDataset(Dataset):
         p = self.images[i]
         if not p.is_file():
             raise FileNotFoundError(f"{self.name}: image {p} is missing (listed in {self.source or 'the annotations'})")
-        return load_rgb(p)
+        return load_rgb(p, self.source or "the annotations")
 
     def __getitem__(self, i:int):
         img = self.load(i)

@@ -77,3 +77,70 @@ def test_malformed_voc_xml_names_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"VOC annotation .*000009\.xml is not well-formed XML \(mismatched tag: line 1, "
                                          r"column 40\); listed in .*trainval\.txt"):
         get_dataset("voc2007", root)
+
+
+# 3. truncated or unreadable images
+
+def _image(coco, i=0):
+    return coco / "train2014" / f"COCO_train2014_{[42, 7, 19, 3][i]:012d}.jpg"
+
+
+@pytest.mark.parametrize("cut", ["half", "garbage", "empty"])
+def test_truncated_or_unreadable_image_names_file_and_annotation(coco, cut):
+    ds = get_dataset("coco2014", coco)
+    f = _image(coco); data = f.read_bytes()
+    f.write_bytes({"half": data[:len(data)//2], "garbage": b"not an image", "empty": b""}[cut])
+    why = "image file is truncated" if cut == "half" else "cannot identify image file"
+    with pytest.raises(ValueError, match=rf"image .*COCO_train2014_000000000042\.jpg \(listed in .*{COCO_JSON}\) cannot be read: {why}"):
+        ds[0]
+    assert ds[1][0] == 1  # the error is about that file only
+
+
+def test_truncated_png_is_refused(tmp_path):
+    Image.fromarray(np.arange(64*64*3, dtype=np.uint8).reshape(64, 64, 3)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes(); (tmp_path / "a.png").write_bytes(data[:len(data)*2//3])
+    with pytest.raises(ValueError, match=r"a\.png cannot be read"):
+        load_rgb(tmp_path / "a.png")
+
+
+def test_load_truncated_images_must_stay_off(coco, monkeypatch):
+    import mlrpl.backbones, mlrpl.fashionscenes  # noqa: F401  the modules that read images leave PIL's default
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    ds = get_dataset("coco2014", coco)
+    f = _image(coco); data = f.read_bytes(); f.write_bytes(data[:len(data)//2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as another library may set it
+    with Image.open(f) as im: im.load()  # the control: PIL itself now loads the cut file without a word
+    with pytest.raises(RuntimeError, match=r"LOAD_TRUNCATED_IMAGES is on: a truncated image .*000042\.jpg \(listed in .*\) would load"):
+        ds[0]
+
+
+# 4. 16-bit images
+
+def test_16bit_png_is_scaled_by_its_bit_depth_not_clipped(coco):
+    dark, bright = np.full((32, 40), 1000, np.uint16), np.full((32, 40), 60000, np.uint16)
+    dark[:, 20:] = bright[:, 20:] = 20000  # the signal lives above 255, where RGB conversion clips
+    Image.fromarray(dark).save(_image(coco, 0), format="PNG"); Image.fromarray(bright).save(_image(coco, 2), format="PNG")
+    assert Image.open(_image(coco, 0)).mode == "I;16"
+    assert np.asarray(Image.open(_image(coco, 0)).convert("RGB")).min() == 255  # what PIL alone makes of it: all white
+    ds = get_dataset("coco2014", coco)
+    a, b = np.asarray(ds.load(0)), np.asarray(ds.load(2))
+    assert a.shape == (32, 40, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a[0, :, 0], [4]*20 + [78]*20)  # round(v/257)
+    np.testing.assert_array_equal(b[0, :, 0], [233]*20 + [78]*20)
+    assert (a[..., 0] == a[..., 2]).all()
+
+
+def test_16bit_extremes_and_big_endian_tiff(tmp_path):
+    v = np.array([[0, 128, 129, 65535]], np.uint16)
+    Image.fromarray(v).save(tmp_path / "v.png")
+    np.testing.assert_array_equal(np.asarray(load_rgb(tmp_path / "v.png"))[0, :, 1], [0, 0, 1, 255])
+    Image.fromarray(v).save(tmp_path / "v.tif")
+    np.testing.assert_array_equal(np.asarray(load_rgb(tmp_path / "v.tif"))[0, :, 1], [0, 0, 1, 255])
+
+
+@pytest.mark.parametrize("mode, values", [("F", np.array([[0.5, 2.0]], np.float32)), ("I", np.array([[0, 2**20]], np.int32))])
+def test_modes_of_unknown_range_are_refused(tmp_path, mode, values):
+    Image.fromarray(values).save(tmp_path / "x.tif")
+    assert Image.open(tmp_path / "x.tif").mode == mode
+    with pytest.raises(ValueError, match=rf"image .*x\.tif has mode '{mode}' .*no faithful 8-bit RGB conversion"):
+        load_rgb(tmp_path / "x.tif")
