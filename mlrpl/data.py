@@ -5,6 +5,7 @@
 # %% ../nbs/02_data.ipynb #909d9409
 from __future__ import annotations
 
+import contextvars
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -28,13 +29,16 @@ __all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COCO_CLASSES', 'VOC_CLA
 
 # %% ../nbs/02_data.ipynb #59c0781a
 DATASETS = Registry("dataset", providers=("mlrpl.fashionscenes",))
+_BUILDING = contextvars.ContextVar("registered_dataset", default="")  # the registered name get_dataset is building
 
 def get_dataset(name:str, # a registered dataset: see DATASETS.available()
                 root=None, # its folder (default: under the data root)
                 split:str="train", # "train" or "test" (each dataset also takes its own split names)
                 **kw) -> "MultiLabelDataset":
     "Build a registered dataset by name."
-    return DATASETS.get(name, root=root, split=split, **kw)
+    token = _BUILDING.set(str(name).lower())
+    try: return DATASETS.get(name, root=root, split=split, **kw)
+    finally: _BUILDING.reset(token)
 
 def _split(split:str, dataset:str, names:dict) -> str:
     if split not in names: raise ValueError(f"{dataset} has no split {split!r}; choose one of {', '.join(names)}")
@@ -85,8 +89,17 @@ class MultiLabelDataset(Dataset):
         if self.labels.shape != (len(self.images), len(self.class_names)):
             raise ValueError(f"{name}: labels are {self.labels.shape} but there are {len(self.images)} images "
                              f"and {len(self.class_names)} class names")
+        if mask_file not in (None, "") and mask_scheme != "file":
+            raise ValueError(f"{name}: mask_file={str(mask_file)!r} is only applied with mask_scheme='file', but "
+                             f"mask_scheme={mask_scheme!r}: pass mask_scheme='file' to use the file, or leave mask_file out")
         self.known_prop, self.mask_scheme, self.seed = known_prop, mask_scheme, seed
-        self.partial = drop_labels(self.labels, known_prop, mask_scheme, seed, mask_file)
+        self.partial = drop_labels(self.labels, known_prop, mask_scheme, seed, mask_file, dataset=self._mask_names())
+
+    def _mask_names(self) -> list[str]:
+        "The dataset names a mask file's record may give: registered or own, with or without the split."
+        base, _, split = self.name.partition("/")
+        reg = _BUILDING.get()
+        return ([f"{reg}/{split}" if split else reg, reg] if reg else []) + [self.name, base]
 
     def __len__(self): return len(self.images)
     @property

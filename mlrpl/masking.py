@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +62,7 @@ def save_mask(path, # where to write the .npz
               scheme:str, # how it was made
               known_prop:float|None, # the share asked for
               seed:int, # the seed used
-              dataset:str="", # the dataset (and split) it belongs to
+              dataset:str="", # the dataset (and split) it belongs to, e.g. "coco2014/train"; checked when it is applied
              ) -> Path:
     "Write a mask and its metadata to `path` (.npz)."
     path = Path(path)
@@ -69,17 +71,44 @@ def save_mask(path, # where to write the .npz
     with open(path, "wb") as f: np.savez_compressed(f, known=np.asarray(known, bool), meta=json.dumps(meta))
     return path
 
+def _read_mask(path:Path) -> tuple[np.ndarray, dict]:
+    try: z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"mask file {path} is not an .npz archive that np.load reads without pickles: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile): raise ValueError(f"mask file {path} holds one array, not the 'known'/'meta' archive of save_mask")
+    with z:
+        if "known" not in z.files or "meta" not in z.files: raise ValueError(f"mask file {path} lacks the 'known'/'meta' arrays of save_mask")
+        try: known, meta = z["known"], json.loads(str(z["meta"]))
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e: raise ValueError(f"mask file {path}: {e}") from None
+    if not isinstance(meta, dict): raise ValueError(f"mask file {path}: its 'meta' record is not a JSON object")
+    return known, meta
+
+def _check_known(known:np.ndarray, path:Path) -> np.ndarray:
+    if known.dtype == bool: return known
+    if known.dtype.kind not in "iuf": raise ValueError(f"mask file {path}: 'known' holds {known.dtype} values, not booleans or 0/1")
+    bad = ~np.isin(known, (0, 1))  # NaN included
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"mask file {path}: 'known' may only hold booleans or 0/1, but entry {at} is {known[at].item()!r} "
+                         f"({int(bad.sum()):,} of {known.size:,} entries are neither 0 nor 1); every non-zero value would count as known")
+    return known.astype(bool)
+
+# %% ../nbs/01_masking.ipynb #63d24d2d
 def load_mask(path, # a file written by `save_mask`
               labels=None, # (N, C) labels the mask will be applied to, to check the shape
+              dataset:str|list[str]|None=None, # the name(s) of the dataset it is applied to, checked against the file's record
              ) -> tuple[np.ndarray, dict]:
     "Read a mask file; returns the (N, C) bool mask and its metadata."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"mask file {path} does not exist")
-    with np.load(path, allow_pickle=False) as z:
-        if "known" not in z or "meta" not in z: raise ValueError(f"mask file {path} lacks the 'known'/'meta' arrays of save_mask")
-        known, meta = z["known"].astype(bool), json.loads(str(z["meta"]))
+    known, meta = _read_mask(path)
+    known = _check_known(known, path)
+    if known.ndim != 2: raise ValueError(f"mask file {path} holds a {known.shape} array, not an (images, classes) mask")
     if labels is not None and known.shape != np.shape(labels):
         raise ValueError(f"mask file {path} holds a {known.shape} mask but the labels are {np.shape(labels)}")
+    made_for, names = str(meta.get("dataset") or ""), [dataset] if isinstance(dataset, str) else list(dataset or [])
+    if made_for and names and made_for.lower() not in {n.lower() for n in names}:
+        raise ValueError(f"mask file {path} was made for dataset {made_for!r} (its record's 'dataset'), not for {names[0]!r}")
     return known, meta
 
 # %% ../nbs/01_masking.ipynb #d5179db0
@@ -88,11 +117,15 @@ def drop_labels(labels, # (N, C) full labels in {1, -1}
                 scheme:str="entry", # "entry" (official HCP), "image", "single_positive", "clsl" or "file"
                 seed:int=0, # seed of the scheme (official: 0)
                 mask_file=None, # with scheme="file": the mask to apply
+                dataset:str|list[str]|None=None, # with scheme="file": the dataset's name(s), checked against the mask's record
                ) -> np.ndarray: # (N, C) int8 partial labels in {1, 0, -1}
     "Hide label entries: the partial labels that a method is trained on."
     y = check_labels(labels)
     if scheme == "file":
-        if mask_file is None: raise ValueError("scheme='file' needs mask_file=<path of a save_mask file>")
-        keep, _ = load_mask(mask_file, y)
+        if mask_file in (None, ""): raise ValueError("scheme='file' needs mask_file=<path of a save_mask file>")
+        keep, _ = load_mask(mask_file, y, dataset)
+    elif mask_file not in (None, ""):
+        raise ValueError(f"mask_file={str(mask_file)!r} is only applied with scheme='file', but scheme={scheme!r}: "
+                         "pass scheme='file' to use the file, or leave mask_file out")
     else: keep = known_mask(y, known_prop, scheme, seed)
     return np.where(keep, y, 0).astype(np.int8)

@@ -144,3 +144,71 @@ def test_modes_of_unknown_range_are_refused(tmp_path, mode, values):
     assert Image.open(tmp_path / "x.tif").mode == mode
     with pytest.raises(ValueError, match=rf"image .*x\.tif has mode '{mode}' .*no faithful 8-bit RGB conversion"):
         load_rgb(tmp_path / "x.tif")
+
+
+# 5. mask files
+
+@pytest.fixture
+def labels():
+    return np.where(np.random.default_rng(0).random((10, 4)) < 0.5, 1, -1)
+
+
+@pytest.mark.parametrize("bad, shown", [(-1, r"-1\.0"), (0.3, r"0\.3"), (np.nan, "nan"), (2, r"2\.0")])
+def test_mask_values_other_than_boolean(tmp_path, labels, bad, shown):
+    k = np.ones((10, 4)); k[3, 2] = bad
+    f = tmp_path / "m.npz"; np.savez(f, known=k, meta=json.dumps(dict(dataset="toy")))
+    with pytest.raises(ValueError, match=rf"mask file .*m\.npz: 'known' may only hold booleans or 0/1, but entry \(3, 2\) is {shown} "
+                                         r"\(1 of 40 entries are neither 0 nor 1\)"):
+        drop_labels(labels, None, "file", mask_file=f)
+
+
+def test_mask_of_integers_0_1_is_accepted(tmp_path, labels):
+    k = known_mask(labels, 0.5)
+    f = tmp_path / "m.npz"; np.savez(f, known=k.astype(np.int64), meta=json.dumps({}))
+    np.testing.assert_array_equal(drop_labels(labels, None, "file", mask_file=f), drop_labels(labels, 0.5))
+
+
+def test_mask_of_strings_or_not_an_archive(tmp_path, labels):
+    f = tmp_path / "m.npz"; np.savez(f, known=np.full((10, 4), "y"), meta=json.dumps({}))
+    with pytest.raises(ValueError, match=r"m\.npz: 'known' holds <U1 values, not booleans or 0/1"):
+        load_mask(f)
+    np.save(tmp_path / "one.npy", np.ones((10, 4), bool))
+    with pytest.raises(ValueError, match=r"one\.npy holds one array, not the 'known'/'meta' archive of save_mask"):
+        load_mask(tmp_path / "one.npy")
+    (tmp_path / "cut.npz").write_bytes(f.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"mask file .*cut\.npz is not an \.npz archive"):
+        load_mask(tmp_path / "cut.npz")
+
+
+def test_mask_recorded_for_another_dataset(coco, tmp_path):
+    y = get_dataset("coco2014", coco).labels
+    f = save_mask(tmp_path / "voc.npz", known_mask(y, 0.5), "entry", 0.5, 0, dataset="voc2007/trainval")
+    with pytest.raises(ValueError, match=r"voc\.npz was made for dataset 'voc2007/trainval' \(its record's 'dataset'\), not for 'coco2014/train'"):
+        get_dataset("coco2014", coco, mask_scheme="file", mask_file=f)
+    f = save_mask(tmp_path / "val.npz", known_mask(y, 0.5), "entry", 0.5, 0, dataset="coco2014/val")
+    with pytest.raises(ValueError, match=r"made for dataset 'coco2014/val'"):
+        get_dataset("coco2014", coco, mask_scheme="file", mask_file=f)
+    with pytest.raises(ValueError, match=r"made for dataset 'coco2014/val' .*not for 'mine'"):
+        drop_labels(y, None, "file", mask_file=f, dataset="mine")
+    for name in ("coco2014/train", "COCO2014", ""):  # with or without the split; a record without a name is not checked
+        f = save_mask(tmp_path / "ok.npz", known_mask(y, 0.5), "entry", 0.5, 0, dataset=name)
+        np.testing.assert_array_equal(get_dataset("coco2014", coco, mask_scheme="file", mask_file=f).partial, drop_labels(y, 0.5))
+
+
+def test_mask_record_uses_the_registered_name(tmp_path):
+    ds = get_dataset("fashionscenes_digits", tmp_path / "digits")  # built by the fashionscenes loader, renamed after
+    for name in ("fashionscenes_digits/train", "fashionscenes_digits", ds.name):
+        f = save_mask(tmp_path / "m.npz", known_mask(ds.labels, 0.5), "entry", 0.5, 0, dataset=name)
+        assert get_dataset("fashionscenes_digits", tmp_path / "digits", mask_scheme="file", mask_file=f).partial.shape == (96, 10)
+    f = save_mask(tmp_path / "m.npz", known_mask(ds.labels, 0.5), "entry", 0.5, 0, dataset="fashionscenes_digits/val")
+    with pytest.raises(ValueError, match=r"made for dataset 'fashionscenes_digits/val' .*not for 'fashionscenes_digits/train'"):
+        get_dataset("fashionscenes_digits", tmp_path / "digits", mask_scheme="file", mask_file=f)
+
+
+def test_mask_file_without_the_file_scheme(coco, tmp_path, labels):
+    f = save_mask(tmp_path / "m.npz", known_mask(labels, 0.5), "entry", 0.5, 0)
+    with pytest.raises(ValueError, match=r"mask_file='.*m\.npz' is only applied with scheme='file', but scheme='entry'"):
+        drop_labels(labels, 0.3, mask_file=f)
+    with pytest.raises(ValueError, match=r"coco2014/train: mask_file='.*m\.npz' is only applied with mask_scheme='file', "
+                                         r"but mask_scheme='image'"):
+        get_dataset("coco2014", coco, known_prop=0.5, mask_scheme="image", mask_file=f)
