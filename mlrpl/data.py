@@ -92,8 +92,21 @@ class MultiLabelDataset(Dataset):
         if mask_file not in (None, "") and mask_scheme != "file":
             raise ValueError(f"{name}: mask_file={str(mask_file)!r} is only applied with mask_scheme='file', but "
                              f"mask_scheme={mask_scheme!r}: pass mask_scheme='file' to use the file, or leave mask_file out")
+        self._check_positives()
         self.known_prop, self.mask_scheme, self.seed = known_prop, mask_scheme, seed
         self.partial = drop_labels(self.labels, known_prop, mask_scheme, seed, mask_file, dataset=self._mask_names())
+        if not (self.partial == POS).any():
+            how = f"mask_file={str(mask_file)!r}" if mask_scheme == "file" else f"known_prop={known_prop}, mask_scheme={mask_scheme!r}, seed={seed}"
+            raise ValueError(f"{name}: masking ({how}) leaves no known positive label ({int((self.partial != 0).sum()):,} of "
+                             f"{self.partial.size:,} entries known, none positive), so every method would train on nothing; "
+                             "raise known_prop or check the mask")
+
+    def _check_positives(self):
+        where = self.source or "its annotations"
+        if not len(self.images): raise ValueError(f"{self.name}: {where} lists no image")
+        if not (self.labels == POS).any():
+            raise ValueError(f"{self.name}: the labels read from {where} hold no positive at all ({len(self.images):,} images, "
+                             f"{self.num_classes} classes): there is nothing to learn or to score")
 
     def _mask_names(self) -> list[str]:
         "The dataset names a mask file's record may give: registered or own, with or without the split."
@@ -122,9 +135,10 @@ class MultiLabelDataset(Dataset):
         return [p for p in self.images if not p.is_file()]
 
     def __repr__(self):
-        known = (self.partial != 0).mean() if self.partial.size else 0
+        known = (self.partial != 0).mean()
+        unseen = int((~(self.partial == POS).any(0)).sum())
         return (f"{type(self).__name__}({self.name!r}: {len(self)} images, {self.num_classes} classes, "
-                f"{known:.1%} of label entries known)")
+                f"{known:.1%} of label entries known" + (f", {unseen} classes without a known positive" if unseen else "") + ")")
 
 # %% ../nbs/02_data.ipynb #7ec73b79
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

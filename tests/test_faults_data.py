@@ -212,3 +212,40 @@ def test_mask_file_without_the_file_scheme(coco, tmp_path, labels):
     with pytest.raises(ValueError, match=r"coco2014/train: mask_file='.*m\.npz' is only applied with mask_scheme='file', "
                                          r"but mask_scheme='image'"):
         get_dataset("coco2014", coco, known_prop=0.5, mask_scheme="image", mask_file=f)
+
+
+# 6. nothing to learn from
+
+def test_masked_split_without_a_known_positive(coco, tmp_path):
+    f = save_mask(tmp_path / "none.npz", np.zeros((4, 4), bool), "entry", 0.1, 0, "coco2014/train")
+    with pytest.raises(ValueError, match=r"coco2014/train: masking \(mask_file='.*none\.npz'\) leaves no known positive label "
+                                         r"\(0 of 16 entries known, none positive\)"):
+        get_dataset("coco2014", coco, mask_scheme="file", mask_file=f)
+    with pytest.raises(ValueError, match=r"coco2014/train: masking \(known_prop=0\.01, mask_scheme='entry', seed=0\) leaves no known "
+                                         r"positive label \(0 of 16"):
+        get_dataset("coco2014", coco, known_prop=0.01)
+    neg_only = np.where(get_dataset("coco2014", coco).labels < 0, True, False)  # every negative known, no positive
+    f = save_mask(tmp_path / "neg.npz", neg_only, "entry", 0.5, 0)
+    with pytest.raises(ValueError, match=r"leaves no known positive label \(11 of 16 entries known, none positive\)"):
+        get_dataset("coco2014", coco, mask_scheme="file", mask_file=f)
+
+
+def test_annotations_without_a_positive(coco, tmp_path):
+    d = json.loads(_coco_json(coco).read_text()); d["annotations"] = []; _coco_json(coco).write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=rf"coco2014/train: the labels read from .*{COCO_JSON} hold no positive at all \(4 images, 4 classes\)"):
+        get_dataset("coco2014", coco)
+    voc = write_voc_fixture(tmp_path / "voc", objects={"000001": [], "000002": [("dog", 1)]})  # difficult only: negatives
+    with pytest.raises(ValueError, match=r"voc2007/trainval: the labels read from .*trainval\.txt hold no positive at all"):
+        get_dataset("voc2007", voc)
+    d["images"] = []; _coco_json(coco).write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=rf"coco2014/train: .*{COCO_JSON} lists no image"):
+        get_dataset("coco2014", coco)
+
+
+def test_a_class_without_a_known_positive_is_legal(coco):
+    ds = get_dataset("coco2014", coco, known_prop=0.5)  # 'person' (2 positives) and 'dog' (1) lose theirs
+    no_pos = ~(ds.partial == 1).any(0)
+    assert no_pos.tolist() == [True, False, True, False] and (ds.labels == 1).any(0).all()
+    assert "2 classes without a known positive" in repr(ds)
+    A = label_graph(ds.partial)
+    assert np.isfinite(A).all() and (A[no_pos] == 0).all()
