@@ -73,3 +73,90 @@ def test_fashion_mnist_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(fs, "SYSTEM_FASHION_MNIST", tmp_path / "nowhere")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         find_fashion_mnist(download=False)
+
+
+def test_embeddings_of_the_wrong_shape(tmp_path):
+    from mlrpl.embeddings import class_embeddings
+    np.save(tmp_path / "v.npy", np.ones((3, 8)))
+    with pytest.raises(ValueError, match=r"v\.npy holds an array of shape \(3, 8\); expected \(2, D\), one row per class"):
+        class_embeddings(["a", "b"], tmp_path / "v.npy")
+    np.save(tmp_path / "v.npy", np.ones(2))
+    with pytest.raises(ValueError, match=r"v\.npy holds an array of shape \(2,\); expected \(2, D\)"):
+        class_embeddings(["a", "b"], tmp_path / "v.npy")
+    with pytest.raises(FileNotFoundError, match=r"class-embedding file .*nope\.npy does not exist"):
+        class_embeddings(["a"], tmp_path / "nope.npy")
+
+
+def test_class_name_without_a_glove_vector():
+    from mlrpl.embeddings import class_embeddings
+    with pytest.raises(KeyError, match=r"class 'glorbnax': GloVe has no vector for \['glorbnax'\]; add an alias"):
+        class_embeddings(["cat", "glorbnax"], cache=False)
+
+
+# Nothing is executed from a data file: every torch.load of the package reads with weights_only=True, every np.load
+# without pickles, and a file carrying a pickle payload is refused before the payload runs.
+
+class _Payload:
+    "Unpickling this object creates the file `marker` (as a hostile weights file could run any code)."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (open, (self.marker, "w"))
+
+
+def test_every_torch_load_is_weights_only_and_no_np_load_unpickles():
+    import ast
+    from pathlib import Path
+    calls = []
+    for f in sorted((Path(__file__).resolve().parent.parent / "mlrpl").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "loads"):
+                owner = ast.unparse(node.func.value)
+                kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                calls.append((f.name, owner, kw))
+                if owner == "torch": assert kw.get("weights_only") == "True", f"{f.name}: torch.load without weights_only=True"
+                if owner in ("np", "numpy"): assert kw.get("allow_pickle", "False") == "False", f"{f.name}: np.load with allow_pickle"
+                assert owner not in ("pickle", "dill", "joblib", "cloudpickle"), f"{f.name}: {owner}.{node.func.attr}"
+    assert sum(o == "torch" for _, o, _ in calls) >= 2  # the weights reader and the checkpoint reader were seen
+
+
+def test_pickle_payload_in_a_weights_file_is_refused_unrun(tmp_path):
+    import torch
+    from mlrpl.backbones import read_state_dict
+    f = tmp_path / "weights.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2), "x": _Payload(tmp_path / "ran")}, f)
+    with pytest.raises(ValueError, match=r"weights\.pt is not a PyTorch weights file that torch\.load\(weights_only=True\) can read"):
+        read_state_dict(f)
+    assert not (tmp_path / "ran").exists()
+    torch.load(f, weights_only=False)  # the control: an unrestricted load runs the payload
+    assert (tmp_path / "ran").exists()
+
+
+def test_pickle_payload_in_a_checkpoint_is_refused_unrun(tmp_path):
+    import pickle
+    import sys
+    from pathlib import Path
+    import torch
+    from mlrpl.fashionscenes import write_fashion_scenes
+    from mlrpl.trainer import Trainer, TrainConfig
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _train_run import build
+    model, train, test = build("an", write_fashion_scenes(tmp_path / "scenes", n_train=48, n_val=16, source="digits"))
+    run = tmp_path / "run"; run.mkdir()
+    torch.save({"model": model.state_dict(), "epoch": 0, "x": _Payload(tmp_path / "ran")}, run / "checkpoint.pt")
+    with pytest.raises((ValueError, pickle.UnpicklingError)):
+        Trainer(model, train, test, TrainConfig(epochs=1, batch_size=16, progress=False), results_dir=run).fit(resume=True)
+    assert not (tmp_path / "ran").exists()
+
+
+def test_pickle_payload_in_a_mask_or_vector_file_is_refused_unrun(tmp_path):
+    from mlrpl.embeddings import class_embeddings
+    from mlrpl.masking import load_mask
+    payload = np.array([_Payload(tmp_path / "ran")], dtype=object)
+    np.save(tmp_path / "vectors.npy", payload, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"vectors\.npy is not a \.npy array that np\.load reads without pickles"):
+        class_embeddings(["a"], tmp_path / "vectors.npy")
+    np.savez(tmp_path / "mask.npz", known=payload, meta=json.dumps({}))
+    with pytest.raises(ValueError, match=r"mask file .*mask\.npz: Object arrays cannot be loaded when allow_pickle=False"):
+        load_mask(tmp_path / "mask.npz")
+    assert not (tmp_path / "ran").exists()
+    np.load(tmp_path / "vectors.npy", allow_pickle=True)  # the control
+    assert (tmp_path / "ran").exists()
