@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ from .methods import StepContext
 from .metrics import average_precision, evaluate
 
 # %% auto #0
-__all__ = ['TrainConfig', 'holdout', 'world', 'init_distributed', 'gather_cat', 'gather_objects', 'WeightEMA', 'Trainer']
+__all__ = ['CHECKPOINT_KEYS', 'TrainConfig', 'holdout', 'world', 'init_distributed', 'gather_cat', 'gather_objects', 'WeightEMA',
+           'Trainer']
 
 # %% ../nbs/11_trainer.ipynb #95119503
 @dataclass
@@ -153,8 +156,11 @@ class Trainer:
         self.train_set = Subset(train_set, tr.tolist()) if len(va) else train_set
         self.val_set = Subset(val_view if val_view is not None else train_set, va.tolist()) if len(va) else None
         self.test_set = test_set
+        name = getattr(train_set, "name", type(train_set).__name__)
+        if len(test_set) == 0: raise ValueError(f"{getattr(test_set, 'name', type(test_set).__name__)}: the test set has no images")
         if len(self.train_set) < cfg.batch_size*self.world:
-            raise ValueError(f"{len(self.train_set)} training images are fewer than one batch ({cfg.batch_size} × {self.world} processes)")
+            raise ValueError(f"{name}: {len(self.train_set)} training images ({n} less {len(va)} held out, val_fraction={cfg.val_fraction}) "
+                             f"are fewer than one batch (batch_size {cfg.batch_size} × {self.world} processes)")
         self.model = model.to(self.device)
         if self.cuda and cfg.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         self.ddp = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True) if self.distributed else None
@@ -162,14 +168,17 @@ class Trainer:
         self.optimizer = _optimizer(cfg, params)
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
         if cfg.scheduler == "onecycle":
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                                 steps_per_epoch=self.steps_per_epoch(), pct_start=cfg.pct_start)
+            total = cfg.epochs*self.steps_per_epoch()
+            # torch's warm-up peaks at step pct_start·total − 1 and divides by zero when that is step 0 (e.g. 0.2 × 5 steps);
+            # a warm-up that peaks at step 0 starts at the peak: the limit of shares just below, which torch computes
+            pct = (1 - 1e-9)/total if math.isclose(cfg.pct_start*total, 1) else cfg.pct_start
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct)
         else: self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.cuda else None
-        self.history, self.epoch = [], 0
-        self.writer = None
+        self.history, self.epoch, self.per_class = [], 0, None
+        self.writer, self._restored = None, None
 
     # ---- loaders
     def steps_per_epoch(self) -> int:
@@ -294,19 +303,47 @@ def _summary(history:list[dict]) -> dict:
     for k in ("OF1", "CF1", "OP", "OR", "CP", "CR", "mAP_noninterp"): out[f"test_{k}_last"] = last.get(f"test_{k}")
     return out
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "history", "epoch")
+
+def _read_checkpoint(path:Path) -> dict:
+    "A checkpoint's contents (tensors and plain data only: weights_only), or one ValueError naming the file."
+    try: st = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e: raise OSError(f"{path} cannot be read ({e.strerror or e})") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:  # truncated, empty, not a zip, a pickle payload
+        why = str(e).strip().splitlines()[0] if str(e).strip() else "the file ends early"
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); delete it to start the run over") from None
+    lacks = [k for k in CHECKPOINT_KEYS if k not in st] if isinstance(st, dict) else list(CHECKPOINT_KEYS)
+    if lacks: raise ValueError(f"{path} is not a checkpoint of mlrpl's Trainer: it has no {', '.join(lacks)}")
+    return st
+
+def _restore(self, path=None, # default: results_dir/checkpoint.pt
+            ) -> int: # the epoch to continue from
+    "Load a checkpoint into the model, EMA, optimiser, scheduler, scaler and RNGs, after checking it fits them."
+    if self._restored is not None: return self._restored
+    ck = Path(path) if path is not None else self.results_dir/"checkpoint.pt"
+    st = _read_checkpoint(ck)
+    if st.get("method", self.model.name) != self.model.name:
+        raise ValueError(f"{ck} holds a {st['method']!r} model; this run trains {self.model.name!r}")
+    if ("ema" in st) != (self.ema is not None):
+        raise ValueError(f"{ck} was written {'with' if 'ema' in st else 'without'} a weight EMA; this run has ema_decay={self.cfg.ema_decay}")
+    from mlrpl.backbones import load_weights
+    load_weights(self.model, st["model"], source=str(ck))  # names every missing, unexpected and wrong-shaped tensor
+    if self.ema is not None: load_weights(self.ema.module, st["ema"], source=f"{ck} (its EMA)")
+    try: self.optimizer.load_state_dict(st["optimizer"])
+    except (ValueError, KeyError) as e: raise ValueError(f"{ck}: its optimiser state does not fit this run's optimiser ({e})") from None
+    self.scheduler.load_state_dict(st["scheduler"]); self.scaler.load_state_dict(st["scaler"])
+    _set_rng_state(st["rng"]); self.history = [dict(h) for h in st["history"]]
+    self._restored = st["epoch"] + 1
+    return self._restored
+
 def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
          until:int|None=None, # stop after this many epochs, as an interrupted run would (None: cfg.epochs)
+         finish:bool=True, # when every epoch ran, write per_class.csv and metrics.json (False: the caller calls finish())
         ) -> dict:
     "Train for cfg.epochs (continuing a checkpoint when `resume`); returns the summary metrics."
     cfg = self.cfg
     ck = self.results_dir/"checkpoint.pt" if self.results_dir is not None else None
-    start = 0
-    if resume and ck is not None and ck.is_file():
-        st = torch.load(ck, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(st["model"]); self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"]); self.scaler.load_state_dict(st["scaler"])
-        if self.ema is not None: self.ema.module.load_state_dict(st["ema"])
-        _set_rng_state(st["rng"]); self.history = [dict(h) for h in st["history"]]; start = st["epoch"] + 1
+    start = self.restore(ck) if resume and ck is not None and (ck.is_file() or self._restored is not None) else 0
     if self.rank == 0 and self.results_dir is not None:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         if cfg.tensorboard:
@@ -334,28 +371,44 @@ def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
         if self.rank == 0 and cfg.checkpoint:
             state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                          scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
-                         history=self.history, epoch=epoch, config=dataclasses.asdict(cfg),
+                         history=self.history, epoch=epoch, config=dataclasses.asdict(cfg), method=self.model.name,
                          **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}))
-            write_atomic(ck, lambda tmp: torch.save(state, tmp))
+            try: write_atomic(ck, lambda tmp: torch.save(state, tmp))
+            except (OSError, RuntimeError) as e:  # a full disk: torch's "enforce fail at inline_container.cc", or ENOSPC
+                raise OSError(f"writing {ck} after epoch {epoch} failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+                              "the previous checkpoint is kept") from None
         if self.distributed: dist.barrier()
     self.summary = _summary(self.history)
-    finished = len(self.history) >= cfg.epochs  # metrics.json marks finished runs only
-    if finished and self.rank == 0 and self.results_dir is not None:
-        summary = json.dumps(self.summary, indent=1)  # metrics.json marks a finished run (a sweep skips it): whole or absent
-        write_atomic(self.results_dir/"metrics.json", lambda tmp: tmp.write_text(summary))
-        if getattr(self, "per_class", None) is not None: self.per_class.to_csv(self.results_dir/"per_class.csv")
     if self.writer is not None: self.writer.close()
+    if finish and len(self.history) >= cfg.epochs: self.finish()
     return self.summary
 
+def _finish(self) -> dict:
+    "Mark the run finished: per_class.csv, then metrics.json last (a sweep skips a folder that has it); never a NaN mAP."
+    last = self.history[-1] if self.history else {}
+    if not np.isfinite(last.get("test_mAP", float("nan"))):
+        raise ValueError(f"{getattr(self.test_set, 'name', 'the test set')}: the test mAP is {last.get('test_mAP')} (no test class has a "
+                         "positive label?); metrics.json is not written")
+    if self.per_class is None: self.per_class = self.evaluate(self.test_set)[1]  # resumed from the last epoch's checkpoint
+    if self.rank == 0 and self.results_dir is not None:
+        write_atomic(self.results_dir/"per_class.csv", lambda tmp: self.per_class.to_csv(tmp))
+        summary = json.dumps(self.summary, indent=1)
+        write_atomic(self.results_dir/"metrics.json", lambda tmp: tmp.write_text(summary))
+    return self.summary
+
+def _write_csv(path:Path, rows:list[dict]):
+    keys = sorted({k for h in rows for k in h}, key=lambda k: (k != "epoch", k))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
+
 def _log(self, rec:dict):
-    "Append one epoch to history.csv / history.json (and TensorBoard)."
+    "Rewrite history.csv / history.json with one more epoch, each atomically (and log to TensorBoard)."
     if self.results_dir is None: return
-    keys = sorted({k for h in self.history for k in h}, key=lambda k: (k != "epoch", k))
-    with open(self.results_dir/"history.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(self.history)
-    (self.results_dir/"history.json").write_text(json.dumps(self.history, indent=1))
+    write_atomic(self.results_dir/"history.csv", lambda tmp: _write_csv(tmp, self.history))
+    history = json.dumps(self.history, indent=1)
+    write_atomic(self.results_dir/"history.json", lambda tmp: tmp.write_text(history))
     if self.writer is not None:
         for k, v in rec.items():
             if isinstance(v, (int, float)) and k != "epoch": self.writer.add_scalar(k, v, rec["epoch"])
 
-Trainer.fit, Trainer._log = _fit, _log
+Trainer.fit, Trainer.restore, Trainer.finish, Trainer._log = _fit, _restore, _finish, _log
