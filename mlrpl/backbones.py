@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import contextmanager
 import json
 import pickle
 import re
@@ -291,8 +290,8 @@ def efficientnet_lite0(pretrained=None, # None: random init; "imagenet": the pac
         name="efficientnet_lite0", trunk_cut=trunk_cut, trunk_channels=c, out_dim=out_dim,
         mean=LITE0_MEAN, std=LITE0_STD, input_size=input_size)
 
-# %% ../nbs/05_backbones.ipynb #73a5fbb5
-CACHE_VERSION = 2  # 2: the key covers the image files' folder, sizes and times
+# %% ../nbs/05_backbones.ipynb #6286e0af
+CACHE_VERSION = 3  # 2: the key covers the image files' folder, sizes and times; 3: one thread per full-size batch
 
 def backbone_transform(backbone:FeatureExtractor, # gives the normalisation
                        input_size:int|None=None, # image side (default: backbone.input_size)
@@ -345,33 +344,53 @@ def feature_cache_dir(key:dict, # from feature_cache_key
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{key['dataset']}__{key['backbone']}-{key['trunk_cut']}-{key['input_size']}px")
     return Path(root if root is not None else data_root()/"feature_cache")/f"{slug}__{digest}"
 
-class _TrunkInputs(Dataset):
-    "Each image transformed, and its mirror: (index, (F, 3, s, s))."
-    def __init__(self, dataset, transform, flips): self.dataset, self.transform, self.flips = dataset, transform, flips
-    def __len__(self): return len(self.dataset)
-    def __getitem__(self, i):
-        img = self.dataset.load(i)
-        views = [img, TF.hflip(img)] if self.flips else [img]
-        return i, torch.stack([self.transform(v) for v in views])
+# %% ../nbs/05_backbones.ipynb #2a5c0def
+def _trunk_batch(trunk:nn.Module, # the frozen trunk, on its device
+                 x:torch.Tensor, # (b, F, 3, s, s) images and their mirrors
+                ) -> torch.Tensor: # (b, F, C, h, w), in the trunk's precision, on the CPU
+    "The trunk on one batch, computed the same way in every process: channels-last, one thread on a CPU."
+    p = next(trunk.parameters())
+    v = x.flatten(0, 1).to(p.device, p.dtype).contiguous(memory_format=torch.channels_last)  # (b·F, 3, s, s)
+    threads = torch.get_num_threads()
+    if p.device.type == "cpu": torch.set_num_threads(1)  # kernels are chosen by shape and thread count
+    try:
+        with torch.inference_mode(): f = trunk(v)  # (b·F, C, h, w)
+    finally: torch.set_num_threads(threads)
+    return f.unflatten(0, x.shape[:2]).cpu()
 
-@contextmanager
-def _restore_threads(n:int):
-    try: yield
-    finally: torch.set_num_threads(n)
+class _TrunkBatches(Dataset):
+    "Item k: the indices of batch k and its images with their mirrors (b, F, 3, s, s), through `trunk` when given."
+    def __init__(self, dataset, transform, flips:bool, batch_size:int, trunk:nn.Module|None=None):
+        self.dataset, self.transform, self.flips, self.bs, self.trunk = dataset, transform, flips, batch_size, trunk
+    def __len__(self): return -(-len(self.dataset)//self.bs)
+    def __getitem__(self, k:int):
+        idx = torch.arange(k*self.bs, min(len(self.dataset), (k + 1)*self.bs))
+        imgs = [self.dataset.load(int(i)) for i in idx]
+        x = torch.stack([torch.stack([self.transform(v) for v in ([im, TF.hflip(im)] if self.flips else [im])]) for im in imgs])
+        pad = self.bs - len(idx)  # the last batch is filled up with its last image: every batch has one shape
+        if pad: x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
+        return idx, (_trunk_batch(self.trunk, x) if self.trunk is not None else x)[:len(idx)]
 
+def _sha1_file(path:Path, chunk:int=1 << 24) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while b := f.read(chunk): h.update(b)
+    return h.hexdigest()
+
+# %% ../nbs/05_backbones.ipynb #cb38a553
 def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own transform is not used)
                         backbone:FeatureExtractor, # its trunk computes the features, on the device of its weights
                         root=None, # folder of feature caches (default: $MLRPL_DATA/feature_cache)
                         input_size:int|None=None, # image side (default: backbone.input_size)
                         flips:bool=True, # also store each image's horizontal mirror
                         batch_size:int=32, # images per trunk forward (each with its mirror)
-                        dtype=np.float16, # storage type: float16 halves the disk, float32 is exact
-                        num_workers:int=0, # DataLoader workers decoding images
+                        dtype=np.float16, # storage type: float16 halves the disk, float32 keeps the trunk's float32 output
+                        num_workers:int|None=None, # processes reading images (and, on a CPU, running the trunk); None: every core
                         progress:bool=True, # show a progress bar
                        ) -> Path:
     "Compute every image's trunk features once into a memory-mapped .npy (N, F, C, h, w); return the cache folder."
     dtype = np.dtype(dtype)
-    if dtype.kind != "f": raise ValueError(f"dtype must be a floating type (np.float16 or np.float32), got {dtype}")
+    if dtype.kind != "f": raise ValueError(f"dtype must be a floating type (np.float16, np.float32 or np.float64), got {dtype}")
     if len(dataset) == 0: raise ValueError(f"{dataset.name} has no images to cache")
     input_size = int(input_size or backbone.input_size)
     key = feature_cache_key(dataset, backbone, input_size, flips, dtype)
@@ -383,31 +402,30 @@ def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own tran
     d.mkdir(parents=True, exist_ok=True)
     rec.unlink(missing_ok=True)  # an unfinished build starts over
     t0, out = time.time(), None
-    device = next(backbone.trunk.parameters()).device
-    loader = DataLoader(_TrunkInputs(dataset, backbone_transform(backbone, input_size), flips), batch_size=batch_size,
-                        num_workers=num_workers, generator=torch.Generator())  # leaves the global RNG of a seeded run alone
+    on_cpu = next(backbone.trunk.parameters()).device.type == "cpu"
+    workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
+    batches = _TrunkBatches(dataset, backbone_transform(backbone, input_size), flips, batch_size,
+                            backbone.trunk if on_cpu else None)  # on a CPU each worker runs the trunk on whole batches
+    loader = DataLoader(batches, batch_size=None, num_workers=workers, generator=torch.Generator())  # global RNG untouched
     if progress:
         from tqdm.auto import tqdm
         loader = tqdm(loader, desc=f"caching {backbone.name} features of {dataset.name}")
-    threads = torch.get_num_threads()
-    if os.environ.get("MLRPL_CACHE_THREADS"):  # a sweep lets the one run that builds a shared cache use every core
-        torch.set_num_threads(max(1, int(os.environ["MLRPL_CACHE_THREADS"])))
-    with torch.inference_mode(), _restore_threads(threads):
-        for idx, x in loader:  # (b,), (b, F, 3, s, s)
-            v = x.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)  # (b·F, 3, s, s), the fast layout
-            f = backbone.trunk(v)  # (b·F, C, h, w)
-            f = f.unflatten(0, x.shape[:2]).float().cpu().numpy()  # (b, F, C, h, w)
-            if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
-                raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
-                                 f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
-            f = f.astype(dtype)
-            if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
-            out[idx.numpy()] = f
+    for idx, f in loader:  # (b,), (b, F, C, h, w) features, or images on a GPU
+        if not on_cpu: f = _trunk_batch(backbone.trunk, f)
+        f = f.numpy()
+        if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
+            raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
+                             f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
+        if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
+        out[idx.numpy()] = f.astype(dtype)
     out.flush(); shape = list(out.shape); del out
-    rec.write_text(json.dumps(dict(key=key, complete=True, shape=shape, bytes=arr.stat().st_size,
-                                   seconds=round(time.time() - t0, 2)), indent=1))
+    built = dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                 device=str(next(backbone.trunk.parameters()).device), workers=workers, batch_size=batch_size)
+    rec.write_text(json.dumps(dict(key=key, complete=True, shape=shape, bytes=arr.stat().st_size, sha1=_sha1_file(arr),
+                                   built_with=built, seconds=round(time.time() - t0, 2)), indent=1))
     return d
 
+# %% ../nbs/05_backbones.ipynb #5845981f
 class CachedFeatures(Dataset):
     "Cached trunk features as a dataset: items (index, features (C, h, w) float32, partial_target, full_target)."
     def __init__(self, dataset, # the image dataset the cache was built from: its labels, mask and class names
@@ -448,7 +466,7 @@ class CachedFeatures(Dataset):
 
     def __getitem__(self, i:int):
         flip = int(self.train and bool(torch.rand(1) < 0.5))  # RandomHorizontalFlip's draw, on the global RNG
-        f = torch.from_numpy(np.array(self.features[i, flip], dtype=np.float32))  # (C, h, w)
+        f = torch.from_numpy(np.array(self.features[i, flip], dtype=np.promote_types(self.features.dtype, np.float32)))  # (C, h, w)
         return (i, f, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
 
     def __repr__(self):

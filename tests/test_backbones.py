@@ -278,3 +278,31 @@ def test_train_flips_like_random_horizontal_flip(scenes_root, r18, tmp_path):
     assert 0 < sum(flips) < 8
     for i, (g, fl) in enumerate(zip(got, flips)):
         assert torch.equal(g, torch.from_numpy(np.asarray(cf.features[i, int(fl)], np.float32)))
+
+
+def test_cache_bytes_do_not_depend_on_threads_or_workers(scenes_root, tmp_path):
+    """The same key gives the same bytes whatever the process's thread count and the number of build workers.
+    EfficientNet-Lite0's depthwise convolutions at 48 px are a case where this CPU's kernels round differently
+    on one thread and on two (max |Δ| ~1e-5 measured), so a build that used the process's threads would fail here."""
+    torch.manual_seed(0)
+    bb = get_backbone("efficientnet_lite0", out_dim=8, input_size=48)
+    ds = get_dataset("fashionscenes", root=scenes_root)
+    threads, digests = torch.get_num_threads(), []
+    try:
+        for n_threads, workers, root in ((1, 0, "a"), (2, 0, "b"), (2, 2, "c"), (3, 1, "d")):
+            torch.set_num_threads(n_threads)
+            d = build_feature_cache(ds, bb, tmp_path / root, 48, batch_size=3, dtype=np.float32, num_workers=workers, progress=False)
+            rec = json.loads((d / "cache.json").read_text())
+            assert rec["built_with"]["workers"] == workers and rec["built_with"]["batch_size"] == 3
+            digests.append((rec["sha1"], (d / "features.npy").read_bytes()))
+    finally: torch.set_num_threads(threads)
+    assert len({s for s, _ in digests}) == 1 and all(b == digests[0][1] for _, b in digests)
+    assert torch.get_num_threads() == threads
+
+
+def test_cache_records_a_digest_of_its_bytes(scenes_root, r18, tmp_path):
+    import hashlib
+    d = build_feature_cache(get_dataset("fashionscenes", root=scenes_root), r18, tmp_path, 32, progress=False)
+    rec = json.loads((d / "cache.json").read_text())
+    assert rec["sha1"] == hashlib.sha1((d / "features.npy").read_bytes()).hexdigest()
+    assert rec["built_with"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and rec["built_with"]["device"] == "cpu"
