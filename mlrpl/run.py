@@ -6,8 +6,14 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import hashlib
 import json
+import math
+import numbers
+import os
 import platform
+import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 from torchvision import transforms as T
 
-from .core import data_root, get_device, project_root, results_root, set_seed
+from .core import data_root, get_device, project_root, results_root, set_seed, write_atomic
 from .data import DATASETS, IMAGENET_MEAN, get_dataset, label_graph, official_transforms
 from .embeddings import class_embeddings
 from .masking import SCHEMES
@@ -24,8 +30,73 @@ from . import methods as M
 from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
-__all__ = ['RECIPES', 'AUGMENTS', 'RunConfig', 'environment', 'map_size', 'build_model', 'pair_matrix', 'analysis', 'model_graph',
-           'describe_dataset', 'run']
+__all__ = ['SET_BY_RUN', 'RECIPES', 'AUGMENTS', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig', 'cache_record',
+           'environment', 'config_diff', 'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size',
+           'build_model', 'pair_matrix', 'analysis', 'model_graph', 'describe_dataset', 'run']
+
+# %% ../nbs/11b_run.ipynb #82059625
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_HINT = {"bool": " (true/false, yes/no, 1/0)", "int": " (a whole number)", "dict": ' (a JSON object such as {"pseudo_start": 1})'}
+
+def _number(v):
+    "A number from a number or a numeric string; None otherwise (a bool is not a number here)."
+    if isinstance(v, bool): return None
+    if isinstance(v, numbers.Real): return v
+    if isinstance(v, str):
+        s = v.strip()
+        if re.fullmatch(r"[+-]?\d+", s): return int(s)
+        try: return float(s)
+        except ValueError: return None
+    return None
+
+def coerce(name:str, # the parameter, named in the error
+           value, # as given: papermill and shells give strings and numbers
+           kind:str, # its annotation: "bool", "int", "float", "str" or "dict" (any other is returned as given)
+          ):
+    "`value` as a `kind`, or one TypeError naming the parameter (`-p resume false` is False, not a truthy string)."
+    x, why = _number(value), ""
+    if kind == "bool":
+        if isinstance(value, bool): return value
+        if isinstance(value, numbers.Integral) and value in (0, 1): return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
+    elif kind == "int":
+        if isinstance(x, numbers.Integral): return int(x)
+        if isinstance(x, float) and x.is_integer(): return int(x)
+    elif kind == "float":
+        if x is not None and math.isfinite(x): return float(x)
+    elif kind == "str":
+        if isinstance(value, str): return value
+        if x is not None and not isinstance(value, str): return str(value)  # papermill reads `-p label 10` as a number
+    elif kind == "dict":
+        if isinstance(value, dict): return dict(value)
+        if isinstance(value, str):
+            try: value = json.loads(value)
+            except json.JSONDecodeError as e: why = f": not JSON ({e.msg})"
+            else:
+                if isinstance(value, dict): return value
+    else: return value
+    raise TypeError(f"{name} takes {'an' if kind[0] in 'aeiou' else 'a'} {kind}{_HINT.get(kind, '')}, got {value!r}{why}")
+
+# %% ../nbs/11b_run.ipynb #fe5c4726
+SET_BY_RUN = ("num_classes", "adjacency", "word_embeddings", "map_size",  # from the dataset and the backbone
+              "backbone", "pretrained", "img_dim", "inter_dim", "out_dim")  # run parameters of their own
+
+def _nearest(name:str, names) -> str:
+    m = difflib.get_close_matches(name, list(names), 1)
+    return f" (did you mean {m[0]}?)" if m else ""
+
+def check_options(method:str, # a registered method
+                  options:dict, # its switches, e.g. {"pseudo_start": 1}
+                 ) -> dict: # the options, typed by the method's config dataclass
+    "Refuse an option the method lacks or one that run() sets itself; coerce the others by their annotations."
+    fields = {f.name: f.type for f in dataclasses.fields(M.METHODS.lookup(method).config_cls)}
+    own = sorted(set(fields) - set(SET_BY_RUN))
+    bad = sorted(set(options) - set(fields))
+    if bad: raise ValueError(f"method {method!r} has no option {', '.join(b + _nearest(b, own) for b in bad)}; its options: {', '.join(own)}")
+    taken = [k for k in SET_BY_RUN if k in options]
+    if taken: raise ValueError(f"option {', '.join(taken)} of method {method!r} is set by the run itself (num_classes, adjacency, "
+                               "word_embeddings and map_size from the dataset and backbone; the others are run parameters): remove it from options")
+    return {k: coerce(f"option {k} of method {method!r}", v, fields[k]) for k, v in options.items()}
 
 # %% ../nbs/11b_run.ipynb #135c8544
 RECIPES = {  # the training recipes of the two code bases (lr and weight decay stay explicit RunConfig fields)
@@ -68,8 +139,12 @@ class RunConfig:
     device:str = "auto"
     amp:str = "none"
     workers:int = 0
+    threads:int = 1  # intra-op CPU threads of training; part of the result, since float reductions depend on it
     results_dir:str = ""  # "" : $MLRPL_RESULTS/<dataset>/<method>/p<known_prop>-s<seed>
     options:dict = field(default_factory=dict)  # the method's own switches, e.g. {"official_sign": True}
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self): setattr(self, f.name, coerce(f.name, getattr(self, f.name), f.type))
 
     def check(self):
         "Fail with one clear message before any work."
@@ -80,11 +155,11 @@ class RunConfig:
             raise ValueError(f"known_prop must be in (0, 1], got {self.known_prop}")
         from mlrpl.backbones import BACKBONES
         if self.backbone not in BACKBONES: raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES.available())}")
-        bad = sorted(set(self.options) - set(M.options(self.method)))
-        if bad: raise ValueError(f"method {self.method!r} has no option {', '.join(bad)}; its options: {', '.join(M.options(self.method))}")
+        self.options = check_options(self.method, self.options)
         if self.recipe != "auto" and self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; choose auto, {', '.join(RECIPES)}")
         if self.augment and self.augment not in AUGMENTS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
         if self.train_trunk and self.use_cache: raise ValueError("train_trunk=True needs use_cache=False: a feature cache holds a frozen trunk's output")
+        if self.threads < 1: raise ValueError(f"threads must be >= 1, got {self.threads}")
         TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
         return self
 
@@ -113,35 +188,121 @@ class RunConfig:
         if self.results_dir: return Path(self.results_dir)
         return results_root()/self.dataset/self.method/f"p{self.known_prop:g}-s{self.seed}"
 
+# %% ../nbs/11b_run.ipynb #f8f11301
+def _git(*args) -> str|None:
+    "What `git args` prints in the project (None outside a checkout, or when git fails)."
+    root = project_root()
+    if root is None: return None
+    try: p = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError): return None
+    return p.stdout if p.returncode == 0 else None
+
+def _build(part:str) -> str|None:
+    "The line of torch's build configuration that names `part` (its MKL and oneDNN versions)."
+    return next((l.strip(" -") for l in torch.__config__.show().splitlines() if part in l), None)
+
+def _cpu() -> str:
+    "The CPU's model name (Linux), else what platform knows."
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text(errors="replace").splitlines() if info.is_file() else []
+    return next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), platform.processor() or platform.machine())
+
+def cache_record(folder) -> dict:
+    "A feature cache as env.json names it: its folder, the SHA-1 of its key, and the digests its cache.json holds."
+    folder = Path(folder)
+    rec = json.loads((folder/"cache.json").read_text())
+    return dict(folder=folder.name, key_sha1=hashlib.sha1(json.dumps(rec["key"], sort_keys=True).encode()).hexdigest(),
+                **{k: v for k, v in rec.items() if re.search(r"(^|_)(sha\d*|digest)($|_)", k)})
+
 # %% ../nbs/11b_run.ipynb #cf0835e3
-def environment(device:torch.device|None=None) -> dict:
-    "Versions, git commit and device of this process, for env.json."
+def environment(device:torch.device|None=None, # the run's device (default: get_device())
+                caches=(), # the feature-cache folders the run reads
+               ) -> dict:
+    "What reproducing a run's numbers exactly needs, for env.json: versions, CPU kernels, threads, determinism, device, commit, caches."
     import mlrpl
     from importlib.metadata import version  # not `import sklearn`: seconds of imports for a version string
-    sha = None
-    root = project_root()
-    if root is not None:
-        try: sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError): sha = None
+    sha, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+    changed = [l[3:] for l in status.splitlines() if l.strip()] if status is not None else None
     dev = device or get_device()
     return dict(python=platform.python_version(), platform=platform.platform(), torch=torch.__version__,
-                numpy=np.__version__, sklearn=version("scikit-learn"), mlrpl=mlrpl.__version__, git_sha=sha,
-                device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-                threads=torch.get_num_threads(), world_size=world()[1])
+                numpy=np.__version__, sklearn=version("scikit-learn"), mlrpl=mlrpl.__version__,
+                git_sha=(sha or "").strip() or None, git_dirty=None if changed is None else bool(changed), git_changed=changed,
+                device=str(dev), device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu(),
+                cpu_capability=torch.backends.cpu.get_cpu_capability(), mkl=_build("Math Kernel Library"), onednn=_build("MKL-DNN"),
+                threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
+                thread_variables={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+                deterministic=dict(algorithms=torch.are_deterministic_algorithms_enabled(), cudnn=torch.backends.cudnn.deterministic,
+                                   cudnn_benchmark=torch.backends.cudnn.benchmark),
+                world_size=world()[1], feature_caches=[cache_record(c) for c in caches])
+
+# %% ../nbs/11b_run.ipynb #9ef1f3d6
+RUN_FILES = ("params.json", "env.json", "dataset.json", "history.csv", "history.json", "checkpoint.pt",
+             "predictions.npz", "analysis.npz", "per_class.csv", "metrics.json")  # in the order a run writes them
+FINISHED = ("params.json", "history.json", "predictions.npz", "analysis.npz", "per_class.csv", "metrics.json")
+
+def _read_json(path:Path) -> dict:
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON ({e}); pass overwrite=True to replace the run") from None
+
+def config_diff(recorded:dict, cfg:RunConfig) -> list[str]:
+    "Each field a recorded params.json sets otherwise than `cfg` (results_dir aside; a field the record predates is not compared)."
+    return [f"{k}={recorded[k]!r} there, {v!r} now" for k, v in dataclasses.asdict(cfg).items()
+            if k != "results_dir" and k in recorded and recorded[k] != v]
+
+def folder_state(cfg:RunConfig, resume:bool=False, overwrite:bool=False) -> str:
+    "What run() does in cfg's folder: 'new', 'resume', 'finished' or 'overwrite'; raises FileExistsError rather than mix two runs."
+    out = cfg.out_dir()
+    if not any((out/f).exists() for f in RUN_FILES): return "new"
+    if overwrite: return "overwrite"
+    if (out/"params.json").is_file() and (diff := config_diff(_read_json(out/"params.json"), cfg)):
+        raise FileExistsError(f"{out} holds a run of another configuration ({'; '.join(diff)}): give this one another results_dir, "
+                              "or pass overwrite=True to replace it")
+    ran = [f for f in ("metrics.json", "checkpoint.pt") if (out/f).is_file()]
+    if not ran: return "new"  # stopped before its first checkpoint: nothing to lose
+    if not resume: raise FileExistsError(f"{out} holds a run ({', '.join(ran)}): pass resume=True to continue or return it, or overwrite=True to replace it")
+    lacks = [f for f in FINISHED if not (out/f).is_file()]
+    if not lacks: return "finished"
+    if (out/"checkpoint.pt").is_file(): return "resume"  # a finished checkpoint completes the missing files without training
+    raise FileExistsError(f"{out} has metrics.json but no {', '.join(lacks)}, and no checkpoint to rebuild them from: pass overwrite=True to run it again")
+
+def clear_run(folder:Path) -> list[str]:
+    "Delete the run files in `folder` (the executed notebook and anything else stay); return their names."
+    gone = [f for f in RUN_FILES if (Path(folder)/f).is_file()]
+    for f in gone: (Path(folder)/f).unlink()
+    return gone
+
+# %% ../nbs/11b_run.ipynb #6bed85ee
+def check_splits(cfg:RunConfig, train, test) -> None:
+    "Refuse splits a run cannot train or score on, naming the dataset and the split."
+    where = f"dataset {cfg.dataset!r} ({cfg.root() or 'its default folder'})"
+    for split, ds in (("train", train), ("test", test)):
+        if len(ds) == 0: raise ValueError(f"{where}: the {split} split has no images")
+    a, b = list(train.class_names), list(test.class_names)
+    if a != b:
+        only = lambda x, y: ", ".join(map(str, [c for c in x if c not in y])) or "none"
+        raise ValueError(f"{where}: the train split has {len(a)} classes and the test split {len(b)}, not the same list "
+                         f"(only in train: {only(a, b)}; only in test: {only(b, a)}{'; the same names in another order' if sorted(a) == sorted(b) else ''})")
+    n = len(train); k = n - int(round(n*cfg.val_fraction)); need = cfg.batch_size*int(os.environ.get("WORLD_SIZE", "1"))
+    if k < need: raise ValueError(f"{where}: the train split's {n} images leave {k} for training after the validation hold-out "
+                                  f"(val_fraction={cfg.val_fraction}), fewer than one batch (batch_size={cfg.batch_size})")
+    if not (np.asarray(test.labels) > 0).any(): raise ValueError(f"{where}: no image of the test split has a positive label, so its mAP is undefined")
+
+def check_parameters(given, # the names a caller set (e.g. what papermill injected)
+                     known, # the parameters there are
+                    ) -> None:
+    "Refuse names that are not parameters, each with the nearest parameter (`epoch` → did you mean epochs?)."
+    known = list(known)
+    bad = [g for g in given if g not in known]
+    if bad: raise ValueError(f"unknown parameter {', '.join(b + _nearest(b, known) for b in bad)}; the parameters: {', '.join(known)}")
 
 # %% ../nbs/11b_run.ipynb #efa279a1
-def _datasets(cfg:RunConfig, backbone):
+def _image_datasets(cfg:RunConfig, backbone):
+    "(train, train view for validation, test) image datasets; cached runs read no transform."
     root = cfg.root()
     mask = dict(known_prop=cfg.known_prop, mask_scheme=cfg.mask_scheme, seed=cfg.seed, mask_file=cfg.mask_file or None)
     if cfg.use_cache:
-        from mlrpl.backbones import CachedFeatures, build_feature_cache
         train = get_dataset(cfg.dataset, root, "train", **mask)
-        test = get_dataset(cfg.dataset, root, "test")
-        tr_cache = build_feature_cache(train, backbone, input_size=cfg.input_size, flips=True, progress=False)
-        te_cache = build_feature_cache(test, backbone, input_size=cfg.input_size, flips=False, progress=False)
-        backbone.cached = True
-        return (train, CachedFeatures(train, tr_cache, backbone, train=True), CachedFeatures(train, tr_cache, backbone),
-                CachedFeatures(test, te_cache, backbone))
+        return train, train, get_dataset(cfg.dataset, root, "test")
     aug = cfg.resolved()["augment"]
     if aug == "clsl":
         from mlrpl.clsl import clsl_transforms
@@ -151,7 +312,17 @@ def _datasets(cfg:RunConfig, backbone):
         if aug == "flip": tr_tf = T.Compose([T.RandomHorizontalFlip(), te_tf])
     train = get_dataset(cfg.dataset, root, "train", transform=tr_tf, **mask)
     view = get_dataset(cfg.dataset, root, "train", transform=te_tf, **mask)
-    return train, train, view, get_dataset(cfg.dataset, root, "test", transform=te_tf)
+    return train, view, get_dataset(cfg.dataset, root, "test", transform=te_tf)
+
+def _model_inputs(cfg:RunConfig, train, view, test, backbone):
+    "(train, validation view, test) as the model reads them, and the feature-cache folders read (built when missing)."
+    if not cfg.use_cache: return train, view, test, []
+    from mlrpl.backbones import CachedFeatures, build_feature_cache
+    tr_cache = build_feature_cache(train, backbone, input_size=cfg.input_size, flips=True, progress=False)
+    te_cache = build_feature_cache(test, backbone, input_size=cfg.input_size, flips=False, progress=False)
+    backbone.cached = True
+    return (CachedFeatures(train, tr_cache, backbone, train=True), CachedFeatures(train, tr_cache, backbone),
+            CachedFeatures(test, te_cache, backbone), [tr_cache, te_cache])
 
 def map_size(backbone, input_size:int) -> int:
     "Side of the backbone's output map for `input_size`² images (computed on the meta device, no work done)."
@@ -167,7 +338,11 @@ def build_model(cfg:RunConfig, train, backbone):
               out_dim=cfg.out_dim, adjacency=label_graph(train.partial), word_embeddings=class_embeddings(train.class_names, cfg.embeddings),
               map_size=map_size(backbone, cfg.input_size))
     accepted = set(M.options(cfg.method))
-    return M.get(cfg.method, **{k: v for k, v in kw.items() if k in accepted}, **cfg.options)
+    try: return M.get(cfg.method, **{k: v for k, v in kw.items() if k in accepted}, **cfg.options)
+    except (AssertionError, TypeError, ValueError, RuntimeError) as e:  # e.g. heads that do not divide a dimension
+        if not cfg.options: raise
+        raise ValueError(f"method {cfg.method!r} cannot be built with options {cfg.options} (and img_dim={cfg.img_dim}, "
+                         f"inter_dim={cfg.inter_dim}, out_dim={cfg.out_dim}): {type(e).__name__}: {e}") from None
 
 def pair_matrix(pairs:torch.Tensor, # (B, P) values of the class pairs i < j in IST's order
                 num_classes:int) -> torch.Tensor: # (B, C, C), symmetric, NaN diagonal
@@ -232,33 +407,62 @@ def describe_dataset(train, test) -> dict:
                 known_share=float((train.partial != 0).mean()), images=str(Path(train.images[0]).parent) if len(train.images) else None,
                 generator=train.generator)
 
-def run(cfg:RunConfig|dict, # the run's parameters
-        resume:bool=False, # continue from the run folder's checkpoint
-        progress:bool=True, # tqdm bars
-       ) -> dict: # the summary metrics
-    "Train and evaluate one configuration; write every run file into its results folder."
-    cfg = (RunConfig(**cfg) if isinstance(cfg, dict) else cfg).check()
-    out = cfg.out_dir(); out.mkdir(parents=True, exist_ok=True)
+def _write_json(path:Path, obj):
+    text = json.dumps(obj, indent=1)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+def _env(out:Path, state:str, device, caches) -> dict:
+    "env.json of this process; a resumed run keeps the records of the processes that ran its earlier epochs."
+    env = environment(device, caches)
+    if state == "resume" and (out/"env.json").is_file():
+        old = _read_json(out/"env.json")
+        env["earlier"] = old.pop("earlier", []) + [old]
+    return env
+
+def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
+    if state == "overwrite": clear_run(out)
     set_seed(cfg.seed)
     from mlrpl.backbones import get_backbone
     options = getattr(M.METHODS.lookup(cfg.method), "backbone_options", lambda name: {})(cfg.backbone)  # CLSL: unpooled ResNet
     if cfg.trunk_cut: options["trunk_cut"] = cfg.trunk_cut
     backbone = get_backbone(cfg.backbone, pretrained=cfg.pretrained or None, out_dim=cfg.img_dim, **options)
     if cfg.train_trunk: backbone.unfreeze_trunk()
-    image_train, train, val_view, test = _datasets(cfg, backbone)
+    image_train, image_view, image_test = _image_datasets(cfg, backbone)
+    check_splits(cfg, image_train, image_test)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone, not on what ran before
-    model = build_model(cfg, image_train, backbone)
+    model = build_model(cfg, image_train, backbone)  # before the feature cache: bad options fail in seconds
+    train, val_view, test, caches = _model_inputs(cfg, image_train, image_view, image_test, backbone)
     trainer = Trainer(model, train, test, TrainConfig(**cfg._train_kw(), progress=progress), results_dir=out,
                       val_view=val_view, class_names=image_train.class_names)
+    if state == "resume": trainer.restore()  # a checkpoint that does not fit fails here, naming the file, before params.json
     if trainer.rank == 0:
-        (out/"params.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        (out/"env.json").write_text(json.dumps(environment(trainer.device), indent=1))
-        (out/"dataset.json").write_text(json.dumps(describe_dataset(image_train, test), indent=1))
-    summary = trainer.fit(resume=resume)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out/"params.json", dataclasses.asdict(cfg))
+        _write_json(out/"env.json", _env(out, state, trainer.device, caches))
+        _write_json(out/"dataset.json", describe_dataset(image_train, image_test))
+    trainer.fit(resume=state == "resume", finish=False)
     p = trainer.predict(test)
     if trainer.rank == 0:
-        np.savez_compressed(out/"predictions.npz", logits=p["logits"].numpy(), full=p["full"].numpy(),
-                            partial=p["partial"].numpy(), index=p["index"].numpy(), class_names=np.array(image_train.class_names))
-        test_images = test.dataset if cfg.use_cache else test  # the images behind a cache
-        np.savez_compressed(out/"analysis.npz", **analysis(trainer, test_images, test, image_train.labels))
-    return summary
+        write_atomic(out/"predictions.npz", lambda tmp: np.savez_compressed(tmp, logits=p["logits"].numpy(), full=p["full"].numpy(),
+                     partial=p["partial"].numpy(), index=p["index"].numpy(), class_names=np.array(image_train.class_names)))
+        res = analysis(trainer, image_test, test, image_train.labels)
+        write_atomic(out/"analysis.npz", lambda tmp: np.savez_compressed(tmp, **res))
+    return trainer.finish()  # per_class.csv, then metrics.json: the mark of a finished run, last
+
+def run(cfg:RunConfig|dict, # the run's parameters
+        resume:bool=False, # continue the folder's run of this configuration (or return it, when finished)
+        overwrite:bool=False, # replace whatever run the folder holds
+        progress:bool=True, # tqdm bars
+       ) -> dict: # the summary metrics
+    "Train and evaluate one configuration with `cfg.threads` threads; write every run file into its results folder, metrics.json last."
+    if isinstance(cfg, dict): check_parameters(cfg, [f.name for f in dataclasses.fields(RunConfig)])
+    cfg = (RunConfig(**cfg) if isinstance(cfg, dict) else cfg).check()
+    resume, overwrite, progress = (coerce(k, v, "bool") for k, v in (("resume", resume), ("overwrite", overwrite), ("progress", progress)))
+    out, state = cfg.out_dir(), folder_state(cfg, resume, overwrite)
+    if state == "finished":
+        print(f"{out} holds this configuration's finished run: its metrics, without training")
+        return _read_json(out/"metrics.json")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try: return _run(cfg, out, state, progress)
+    finally: torch.set_num_threads(threads)

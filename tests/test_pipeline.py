@@ -63,7 +63,9 @@ def test_pipeline_on_real_formats(dataset, tmp_path):
     for r in runs:
         assert {"params.json", "metrics.json", "history.csv", "per_class.csv", "predictions.npz", "env.json",
                 "dataset.json", "analysis.npz", "train.ipynb"} <= {p.name for p in r.iterdir()}
-        assert json.loads((r / "params.json").read_text())["dataset"] == dataset
+        params, record = (json.loads((r / f).read_text()) for f in ("params.json", "env.json"))
+        assert params["dataset"] == dataset and params["threads"] == record["threads"] == 1  # the notebook's default
+        assert len(record["feature_caches"]) == 2  # the train and test caches it read, named in env.json
     tables = tmp_path / "tables"
     out = subprocess.run([str(BIN / "papermill"), "--cwd", str(ROOT / "nbs" / "paper"), "-k", "python3", "--no-progress-bar",
                           str(ROOT / "nbs" / "paper" / "main_table.ipynb"), str(tmp_path / "main_table.ipynb"),
