@@ -7,36 +7,45 @@ from __future__ import annotations
 
 import argparse
 import ast
+import csv
 import difflib
+import fcntl
 import io
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import select
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tokenize
 import traceback
+import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
+from jupyter_core.utils import run_sync
 
 from .core import project_root, results_root, write_atomic
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'KERNEL', 'WORKER', 'RESET', 'GridError', 'Parameter',
-           'notebook_parameters', 'typed', 'Grid', 'load_grid', 'slug', 'run_name', 'Job', 'sweep_dir', 'expand',
-           'check_recorded', 'write_jobs_file', 'SweepFailed', 'shared_inputs', 'startable', 'cores', 'serve',
-           'run_sweep', 'main']
+__all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'RUN_FILES', 'KERNEL', 'WORKER', 'RESET', 'GridError',
+           'Parameter', 'notebook_parameters', 'typed', 'Grid', 'load_grid', 'recorded_diff', 'run_file_problem',
+           'slug', 'run_name', 'Job', 'sweep_dir', 'expand', 'check_recorded', 'write_jobs_file', 'SweepFailed',
+           'shared_inputs', 'startable', 'cores', 'exit_status', 'serve', 'SweepError', 'writable', 'lock_sweep',
+           'unlock_sweep', 'set_aside', 'run_sweep', 'main']
 
 # %% ../nbs/20_sweep.ipynb #d1be685e
 class GridError(ValueError):
@@ -109,10 +118,11 @@ def typed(value, # a value from a grid file or the command line
     raise GridError(f"{where}: {p.name} takes {kind} (default {p.default!r}), got {value!r}")
 
 # %% ../nbs/20_sweep.ipynb #189bc38a
-GRID_KEYS = ("name", "description", "notebook", "base", "grid", "variants")
+GRID_KEYS = ("name", "description", "notebook", "run_files", "base", "grid", "variants")
 DEFAULT_NOTEBOOK = "nbs/experiments/train.ipynb"
 NAMING = ("dataset", "method", "known_prop", "seed")  # the parameters a run folder is named by (and label)
 SET_BY_SWEEP = ("results_dir",)  # each run's folder
+RUN_FILES = ("params.json", "metrics.json", "per_class.csv", "predictions.npz", "analysis.npz")  # what a finished run of the experiment notebook holds
 
 @dataclass
 class Grid:
@@ -125,6 +135,7 @@ class Grid:
     grid:dict  # parameter → values; the runs are their product
     variants:list  # dicts crossed with the grid ([{}] when the file has none)
     description:str = ""
+    run_files:tuple = RUN_FILES  # the files a finished run holds, metrics.json among them
 
 def _find_notebook(grid_path:Path, nb) -> Path:
     nb = Path(str(nb)).expanduser()
@@ -155,6 +166,10 @@ def load_grid(path:Path|str, # a grid file (YAML)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise GridError(f"{path}: name {name!r} must be a folder name (letters, digits, '.', '_', '-')")
     nb = _find_notebook(path, raw.get("notebook") or DEFAULT_NOTEBOOK)
+    files = raw.get("run_files", list(RUN_FILES))
+    if (not isinstance(files, list) or "metrics.json" not in files
+            or not all(isinstance(f, str) and f and f == Path(f).name for f in files)):
+        raise GridError(f"{path}: run_files must list the file names a finished run holds, metrics.json among them; got {files!r}")
     params = notebook_parameters(nb)
     missing = [k for k in NAMING + SET_BY_SWEEP if k not in params]
     if missing: raise GridError(f"{path}: the sweep names run folders by {', '.join(NAMING)} and passes results_dir, "
@@ -190,7 +205,54 @@ def load_grid(path:Path|str, # a grid file (YAML)
         base[k] = v
         grid.pop(k, None)
         for var in variants: var.pop(k, None)
-    return Grid(path.resolve(), name, nb, params, base, grid, variants, str(raw.get("description") or ""))
+    return Grid(path.resolve(), name, nb, params, base, grid, variants, str(raw.get("description") or ""), tuple(files))
+
+# %% ../nbs/20_sweep.ipynb #a6b3782b
+def _nonfinite(x, key:str="") -> str|None:
+    "The key of the first number in `x` that is NaN or infinite (`a.b[2]`), else None."
+    if isinstance(x, float): return None if math.isfinite(x) else key or "its value"
+    items = x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, list) else ()
+    for k, v in items:
+        if (bad := _nonfinite(v, f"{key}[{k}]" if isinstance(x, list) else f"{key}.{k}" if key else str(k))) is not None: return bad
+    return None
+
+def recorded_diff(rec:dict, # a run folder's params.json
+                  values:dict, # the run's parameters
+                 ) -> list[str]:
+    "Each parameter that `rec` records otherwise than `values` has it: `name=there there, now now`."
+    diff = []
+    for k, want in values.items():
+        if k in SET_BY_SWEEP or k not in rec: continue
+        if isinstance(rec[k], dict) and isinstance(want, str): want = json.loads(want)
+        if rec[k] != want: diff.append(f"{k}={rec[k]!r} there, {want!r} now")
+    return diff
+
+# %% ../nbs/20_sweep.ipynb #34d1144e
+def run_file_problem(path:Path, # a file that a finished run holds
+                     values:dict, # the run's parameters
+                    ) -> str|None:
+    "Why `path` does not count as a finished run's file (missing, empty, unreadable, truncated, not finite, another run's), or None."
+    name = path.name
+    if not path.is_file(): return f"{name} is missing"
+    try:
+        if path.stat().st_size == 0: return f"{name} is empty"
+        if path.suffix == ".json":
+            rec = json.loads(path.read_text())  # NaN and Infinity parse, as json.dumps writes them
+            if not isinstance(rec, dict) or not rec: return f"{name} holds no record ({json.dumps(rec)[:40]})"
+            if (bad := _nonfinite(rec)) is not None: return f"{name}: {bad} is not a finite number"
+            if name == "metrics.json" and "epochs" in rec and values.get("epochs", rec["epochs"]) != rec["epochs"]:
+                return f"{name} records {rec['epochs']} epoch(s), the run has {values['epochs']}"
+            if name == "params.json" and (diff := recorded_diff(rec, values)): return f"{name} records another run ({', '.join(diff)})"
+        elif path.suffix == ".npz":
+            with zipfile.ZipFile(path) as z:
+                if (bad := z.testzip()) is not None: return f"{name}: its member {bad} fails its CRC check"
+        elif path.suffix == ".csv":
+            with open(path, newline="") as f: rows = list(itertools.islice(csv.reader(f), 2))
+            if len(rows) < 2: return f"{name} has no row below its header"
+    except json.JSONDecodeError as e: return f"{name} is not valid JSON ({e})"
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e: return f"{name} is not a whole zip archive ({e})"
+    except (OSError, UnicodeDecodeError, csv.Error) as e: return f"{name} cannot be read ({type(e).__name__}: {e})"
+    return None
 
 # %% ../nbs/20_sweep.ipynb #fe3addbc
 KERNEL = "python3"
@@ -214,15 +276,31 @@ class Job:
     notebook:Path  # the notebook papermill executes
     params:dict  # the parameters on its command line: the grid's values, resume and results_dir
     values:dict  # every parameter the run sees (the notebook's defaults filled in)
+    files:tuple = RUN_FILES  # what the run folder holds once the run has finished (the grid's run_files)
 
     @property
     def output(self) -> Path: return self.folder/self.notebook.name  # the executed notebook
     @property
     def log(self) -> Path: return self.folder/"papermill.log"  # papermill's output when the runner starts the run
+    def problems(self) -> dict[str, str]:
+        "Run file → why it does not count, for each of the run's files that is missing or not whole."
+        return {f: p for f in self.files if (p := run_file_problem(self.folder/f, self.values)) is not None}
+    def unfinished(self) -> str|None:
+        "Why the run has not finished (its first run file that is missing or not whole), or None when it has."
+        return next(iter(self.problems().values()), None)
     @property
-    def done(self) -> bool: return (self.folder/"metrics.json").is_file()  # written only when every epoch ran
+    def done(self) -> bool: return self.unfinished() is None
     @property
     def started(self) -> bool: return (self.folder/"checkpoint.pt").is_file()  # something to resume from
+    @property
+    def threads(self) -> int|None:
+        "The run's compute threads: its `threads` parameter (None: the notebook has none)."
+        t = self.values.get("threads")
+        return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+    @property
+    def env(self) -> dict:
+        "What the run's kernel gets over the sweep's environment: its threads for every library (OpenMP, MKL)."
+        return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
 
     def argv(self, papermill=("papermill",)) -> list[str]:
         "The papermill command as a list of arguments; `papermill` is the program (and its leading arguments)."
@@ -265,7 +343,7 @@ def expand(grid:Path|str|Grid, # a grid file, or one read by load_grid
             values = {**defaults, **params}
             name = run_name(values)
             params["results_dir"] = str(root/name)
-            job = Job(name, root/name, g.notebook, params, {**values, "results_dir": params["results_dir"]})
+            job = Job(name, root/name, g.notebook, params, {**values, "results_dir": params["results_dir"]}, g.run_files)
             if not all(name.split("/")):
                 raise GridError(f"{g.path}: the dataset, label or method of the run {given} leaves an empty folder name")
             if (other := seen.get(name)) is not None:
@@ -283,14 +361,11 @@ def check_recorded(jobs:list[Job], where:Path|str) -> None:
     stale = []
     for j in jobs:
         f = j.folder/"params.json"
-        if not (f.is_file() and (j.done or j.started)): continue
-        try: rec, diff = json.loads(f.read_text()), []
+        if not (f.is_file() and ((j.folder/"metrics.json").is_file() or j.started)): continue
+        try: rec = json.loads(f.read_text())
         except json.JSONDecodeError as e: raise GridError(f"{where}: {f} is not valid JSON ({e}); delete the run folder to run it anew") from None
-        for k, want in j.values.items():
-            if k in SET_BY_SWEEP or k not in rec: continue
-            if isinstance(rec[k], dict) and isinstance(want, str): want = json.loads(want)
-            if rec[k] != want: diff.append(f"{k}={rec[k]!r} there, {want!r} now")
-        if diff: stale.append(f"{j.folder} ({', '.join(diff)})")
+        if not isinstance(rec, dict): raise GridError(f"{where}: {f} is not a record of parameters; delete the run folder to run it anew")
+        if diff := recorded_diff(rec, j.values): stale.append(f"{j.folder} ({', '.join(diff)})")
     if stale:
         raise GridError(f"{where}: {len(stale)} run folder(s) hold a run with other parameters: {'; '.join(stale)}. "
                         "Delete them, or give the sweep another name or the runs other labels")
@@ -301,7 +376,7 @@ def write_jobs_file(grid:Path|str|Grid, # a grid file, or one read by load_grid
                     sets:dict|None=None, # parameter → value for every run (`--set`)
                     papermill:str="papermill", # the program each line starts with
                    ) -> list[Job]:
-    "Write one papermill command a line for each run without metrics.json; return those runs."
+    "Write one papermill command a line for each run that has not finished; return those runs."
     g = grid if isinstance(grid, Grid) else load_grid(grid, sets)
     jobs = expand(g, results)
     check_recorded(jobs, g.path)
@@ -335,80 +410,122 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 # %% ../nbs/20_sweep.ipynb #b2b262fe
-WORKER = "import sys; from mlrpl.sweep import serve; serve(sys.argv[1], sys.argv[2] == 'fresh', sys.argv[3])"  # python -c WORKER KERNEL warm|fresh CWD
+WORKER = ("import sys, json; from mlrpl.sweep import serve; "
+          "serve(sys.argv[1], sys.argv[2] == 'fresh', sys.argv[3], json.loads(sys.argv[4]))")  # python -c WORKER KERNEL warm|fresh CWD ENV
 RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect(); get_ipython().execution_count = 1"
 
-class _Manager(KernelManager):
-    "A kernel manager that remembers its clients, to close a run's client after the run (papermill leaves it open)."
+class _Manager(AsyncKernelManager):
+    "An asynchronous kernel manager (nbclient watches for a dead kernel only with one) that keeps its clients, to close them after a run."
     def __init__(self, **kw): super().__init__(**kw); self.clients = []
     def client(self, **kw):
         c = super().client(**kw); self.clients.append(c); return c
 
+def exit_status(rc:int) -> str:
+    "A process's exit status in words, e.g. `killed by SIGKILL (signal 9: out of memory, or killed by hand)`."
+    if rc >= 0: return f"exited with status {rc}"
+    try: name = signal.Signals(-rc).name
+    except ValueError: name = "a signal"
+    return f"killed by {name} (signal {-rc}" + (": out of memory, or killed by hand)" if -rc == signal.SIGKILL else ")")
+
+# %% ../nbs/20_sweep.ipynb #bd8de38a
 class _Kernel:
     "A worker's kernel, kept from run to run; what its process writes goes to the log of the run it is on."
     def __init__(self, name:str):
-        self.name, self.cwd, self.km, self.used, self.sink, self.lock = name, None, None, False, sys.stderr, threading.Lock()
+        self.name, self.cwd, self.env, self.km, self.proc, self.used = name, None, None, None, None, False
+        self.sink, self.lock = sys.stderr, threading.Lock()
 
     def _pump(self, stream):
         for line in iter(stream.readline, b""):
             with self.lock: self.sink.write(line.decode(errors="replace")); self.sink.flush()
 
-    def start(self, cwd:str):
+    def start(self, cwd:str, env:dict):
+        "A new kernel in `cwd`, with `env` over the worker's environment (the last one shut down)."
         self.stop()
-        self.km, self.cwd, self.used = _Manager(kernel_name=self.name), cwd, False
-        self.km.start_kernel(cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._pump, args=(self.km.provisioner.process.stdout,), daemon=True).start()
+        self.km, self.proc, self.cwd, self.env, self.used = _Manager(kernel_name=self.name), None, cwd, env, False
+        run_sync(self.km.start_kernel)(cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = self.km.provisioner.process  # kept: the manager forgets it once the kernel has ended
+        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+
+    def died(self) -> str|None:
+        "How the kernel ended (its exit reaped), or None while it runs."
+        rc = self.proc.poll() if self.proc is not None else None
+        return None if rc is None else f"the kernel (pid {self.proc.pid}) died: {exit_status(rc)}"
 
     def stop(self):
-        if self.km is not None and self.km.has_kernel: self.km.shutdown_kernel(now=True)
+        "Shut the kernel down (kill it, the run it is on is lost anyway) and reap it."
+        if self.km is None: return
+        try:
+            if self.died() is None and self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
+        finally:
+            if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.wait()
+            self.km = None
 
     def reset(self):
         "Clear what the last run left in the namespace and the execution counter (not the imported modules)."
-        kc = self.km.client(); kc.start_channels(); kc.wait_for_ready(timeout=60)
-        reply = kc.execute_interactive(RESET, store_history=False, timeout=60, output_hook=lambda msg: None)
+        kc = self.km.client(); kc.start_channels()
+        run_sync(kc.wait_for_ready)(timeout=60)
+        reply = run_sync(kc.execute_interactive)(RESET, store_history=False, timeout=60, output_hook=lambda msg: None)
         if reply["content"]["status"] != "ok": raise RuntimeError(f"kernel {self.name}: clearing the last run failed: {reply['content']}")
 
-    def run(self, job:dict, fresh:bool=False) -> str|None:
-        "Execute `job` (notebook, output, cwd, params, log); None, or the error in one line (the log has it whole)."
-        import papermill
-        log_ = logging.getLogger("papermill")
-        with open(job["log"], "w") as log:
-            handler = logging.StreamHandler(log); handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log_.addHandler(handler); log_.setLevel(logging.INFO)
-            with self.lock: self.sink = log
-            try:
-                if self.km is None or self.cwd != job["cwd"] or not self.km.is_alive() or (fresh and self.used): self.start(job["cwd"])
-                elif self.used: self.reset()
-                self.used = True
-                papermill.execute_notebook(job["notebook"], job["output"], parameters=job["params"], kernel_name=self.name,
-                                           progress_bar=False, km=self.km)
-                return None
-            except Exception as e:
-                log.write(traceback.format_exc()); log.flush()
-                last = [l for l in str(e).splitlines() if l.strip()]
-                return f"{type(e).__name__}: {last[-1] if last else ''}"[:500]
-            finally:
-                for c in (self.km.clients if self.km is not None else []): c.stop_channels()
-                if self.km is not None: self.km.clients.clear()
-                with self.lock: self.sink = sys.stderr
-                log_.removeHandler(handler)
+# %% ../nbs/20_sweep.ipynb #b9118ab5
+def _run_job(k:_Kernel, job:dict, fresh:bool=False) -> str|None:
+    "Execute `job` (notebook, output, cwd, params, env, log) in kernel `k`; None, or the error in one line (the log has it whole)."
+    import papermill
+    try: log = open(job["log"], "w")
+    except OSError as e: return f"its log {job['log']} cannot be written ({e.strerror}): the run folder must be writable"
+    log_ = logging.getLogger("papermill")
+    handler = logging.StreamHandler(log); handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log_.addHandler(handler); log_.setLevel(logging.INFO)
+    with log:
+        with k.lock: k.sink = log
+        try:
+            env = job.get("env", {})
+            if k.km is None or k.cwd != job["cwd"] or k.env != env or k.died() or (fresh and k.used): k.start(job["cwd"], env)
+            elif k.used:
+                try: k.reset()
+                except (RuntimeError, TimeoutError) as e:  # a kernel that cannot be cleared is replaced: a fresh one gives the same results
+                    log.write(f"the kernel could not be cleared ({e}); a new one runs this run\n"); k.start(job["cwd"], env)
+            k.used = True
+            papermill.execute_notebook(job["notebook"], job["output"], parameters=job["params"], kernel_name=k.name,
+                                       progress_bar=False, km=k.km)
+            return None
+        except Exception as e:
+            log.write(traceback.format_exc()); log.flush()
+            if (died := k.died()) is not None: return died  # papermill says only "Kernel died"
+            last = [l for l in str(e).splitlines() if l.strip()]
+            return f"{type(e).__name__}: {last[-1] if last else ''}"[:500]
+        finally:
+            for c in (k.km.clients if k.km is not None else []): c.stop_channels()
+            if k.km is not None: k.km.clients.clear()
+            with k.lock: k.sink = sys.stderr
+            log_.removeHandler(handler)
+
+def _watch_parent(interval:float=1.0) -> None:
+    "Interrupt this process once its parent (the sweep) is gone, killed before it could stop its workers."
+    parent = os.getppid()
+    def watch():
+        while os.getppid() == parent: time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=watch, daemon=True).start()
 
 def serve(kernel:str=KERNEL, # the kernel's name
           fresh:bool=False, # a new kernel for each run
           cwd:str|None=None, # start the kernel in this folder now, before the first job (its notebook's folder)
+          env:dict|None=None, # ... with these environment variables (the first job's)
          ) -> None:
     "A sweep worker: run each job read from stdin (a JSON line) in one kernel, answer `{\"error\": ...}` a line on stdout; end at EOF."
     import papermill  # noqa: F401  (imported once, before the first job)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # the sweep's stop, even when started where SIGINT is ignored (`&`)
+    _watch_parent()
     answers = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything else written to stdout goes to stderr, not into the answers
     k = _Kernel(kernel)
     try:
         if cwd:
-            try: k.start(cwd)
+            try: k.start(cwd, env or {})
             except Exception: traceback.print_exc()  # the first run starts it again and reports why it cannot
         for line in sys.stdin:
-            answers.write(json.dumps({"error": k.run(json.loads(line), fresh)}) + "\n"); answers.flush()
+            answers.write(json.dumps({"error": _run_job(k, json.loads(line), fresh)}) + "\n"); answers.flush()
     except KeyboardInterrupt: pass
     finally: k.stop()
 
@@ -421,18 +538,19 @@ def _tail(path:Path, n:int=3) -> str:
 
 class _Worker:
     "A worker process of a running sweep (`serve`), started in a session of its own: Ctrl-C reaches the sweep, which stops it."
-    def __init__(self, kernel:str, fresh:bool, cwd:Path, env:dict, log):
-        self.p = subprocess.Popen([sys.executable, "-c", WORKER, kernel, "fresh" if fresh else "warm", str(cwd)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
+    def __init__(self, kernel:str, fresh:bool, cwd:Path, env:dict, log, first:dict, lock:int|None=None):
+        self.p = subprocess.Popen([sys.executable, "-c", WORKER, kernel, "fresh" if fresh else "warm", str(cwd), json.dumps(first)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True,
+                                  pass_fds=() if lock is None else (lock,))  # the sweep's lock is held until its last worker has ended
     def give(self, job:Job) -> None:
         self.p.stdin.write(json.dumps(dict(notebook=str(job.notebook), output=str(job.output), cwd=str(job.notebook.parent),
-                                           params=job.params, log=str(job.log))) + "\n")
+                                           params=job.params, env=job.env, log=str(job.log))) + "\n")
         self.p.stdin.flush()
     def answer(self) -> tuple[bool, str|None]:
         "(whether the worker lives on, the run's error or None); call when its stdout is readable."
         line = self.p.stdout.readline()
         if line: return True, json.loads(line)["error"]
-        return False, f"its worker exited with status {self.p.wait()}"
+        return False, f"its worker (pid {self.p.pid}) died: {exit_status(self.p.wait())}"
 
 def _stop(workers:list, grace:float=10.0, interrupt:bool=True) -> None:
     "End each worker: no more runs and, with `interrupt`, an interrupt for the run it is on (its kernel is shut down); kill what is left after `grace` s."
@@ -447,6 +565,93 @@ def _stop(workers:list, grace:float=10.0, interrupt:bool=True) -> None:
     for w in workers:
         if w.p.poll() is None: w.p.kill(); w.p.wait()
 
+# %% ../nbs/20_sweep.ipynb #6642d268
+class SweepError(RuntimeError):
+    "A sweep cannot run in its folder (not writable, or another sweep's); the message names the folder."
+
+def _alive(pid:int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # another user's process
+    return True
+
+def _holder(path:Path) -> dict:
+    try: h = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError): return {}
+    return h if isinstance(h, dict) else {}
+
+def writable(folder:Path, what:str="folder") -> None:
+    "Make `folder` if missing and try a file in it; a `SweepError` names it (and why) when that fails."
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder): pass
+    except OSError as e: raise SweepError(f"the {what} {folder} is not writable ({e.strerror or e})") from None
+
+def lock_sweep(folder:Path, # the sweep's folder (it exists)
+               wait:float=30.0, # seconds to wait for the workers of a sweep that died to end
+               say=print, # where the take-over of a stale lock is reported
+              ) -> int:
+    "Hold `folder/sweep.lock` (a `flock` kept until this process and its workers end); return its descriptor."
+    path = folder/"sweep.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
+    while True:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+        except BlockingIOError: pass
+        h = _holder(path)
+        gone = h.get("host") == socket.gethostname() and isinstance(h.get("pid"), int) and not _alive(h["pid"])
+        if (h and not gone) or time.monotonic() > deadline:
+            os.close(fd)
+            who = (f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}: {h.get('command')}" if h else "a process")
+            raise SweepError(f"the sweep folder {folder} is in use by another sweep ({who}"
+                             + ("; it has ended, its workers have not" if gone else "")
+                             + f"); wait for it to end or stop it, or run this one into another --results folder")
+        time.sleep(0.2)
+    if (h := _holder(path)).get("pid") is not None:
+        say(f"{path}: taken over from sweep pid {h['pid']} (started {h.get('started')}), which ended without releasing it")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), started=_now(), command=shlex.join(sys.argv))).encode(), 0)
+    return fd
+
+def unlock_sweep(fd:int) -> None:
+    "Release the lock: empty the file (no holder to report) and close it."
+    os.ftruncate(fd, 0); os.close(fd)
+
+# %% ../nbs/20_sweep.ipynb #073387a1
+def _last_failed(folder:Path) -> dict:
+    "Run → error of the runs that the last sweep in `folder` recorded as failed (its sweep.json)."
+    f = folder/"sweep.json"
+    try: state = json.loads(f.read_text()) if f.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e: raise SweepError(f"{f} cannot be read ({e}); delete it to start the record anew") from None
+    return {r["run"]: r.get("error") for r in state.get("runs", []) if r.get("status") == "failed"}
+
+def _used_threads(j:Job) -> int|None:
+    "The run's threads: its `threads` parameter, else what its env.json says torch used."
+    if j.threads is not None: return j.threads
+    try: return json.loads((j.folder/"env.json").read_text()).get("threads")
+    except (OSError, json.JSONDecodeError, AttributeError): return None
+
+def _records(todo:list[Job], failed:dict) -> list[dict]:
+    "Each run's record for sweep.json: `skipped` when finished, else `pending`, with why it is not finished."
+    out = []
+    for j in todo:
+        why = j.unfinished()
+        if why is None and j.run in failed: why = f"it failed in the last sweep ({failed[j.run]})"
+        out.append(dict(run=j.run, status="skipped" if why is None else "pending", resumed=None, error=None, seconds=None, worker=None,
+                        threads=_used_threads(j) if why is None else j.threads, log=str(j.log), command=j.command(),
+                        unfinished=why if why and j.folder.is_dir() and any(j.folder.iterdir()) else None))
+    return out
+
+def set_aside(j:Job) -> list[str]:
+    "Rename each run file of `j` that is there but not whole to `<name>.unfinished-<time>`, so that the run writes it again; the new names."
+    out, stamp = [], datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    for f in j.problems():
+        p = j.folder/f
+        if p.is_file():
+            p.rename(q := p.with_name(f"{f}.unfinished-{stamp}")); out.append(q.name)
+    return out
+
+# %% ../nbs/20_sweep.ipynb #29acc46b
 def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
               jobs:int=1, # runs at a time
               results:Path|str|None=None, # the results root (default: $MLRPL_RESULTS, else the project's runs/)
@@ -457,53 +662,70 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
               progress:bool=True, # print a line when a run starts and ends
               poll:float=0.2, # seconds between looks at the running runs
              ) -> list[dict]:
-    "Run every run of the grid without metrics.json, `jobs` at a time; return each run's record (as in sweep.json)."
+    "Run every run of the grid that is not finished, `jobs` at a time; return each run's record (as in sweep.json)."
     if not isinstance(jobs, int) or jobs < 1: raise GridError(f"jobs must be a whole number ≥ 1, got {jobs!r}")
     g = grid if isinstance(grid, Grid) else load_grid(grid, sets)
     todo = expand(g, results)
     check_recorded(todo, g.path)
     say = print if progress else (lambda *a, **k: None)
-    threads = max(1, cores() // jobs)
-    records = [dict(run=j.run, status="skipped" if j.done else "pending", resumed=None, error=None, seconds=None, worker=None,
-                    log=str(j.log), command=j.command()) for j in todo]
     folder = sweep_dir(g, results)
+    records = _records(todo, _last_failed(folder))
     if dry_run:
         say(f"sweep {g.name}, dry run: {len(todo)} runs → {folder}")
-        for j in todo: say(f"{'skip' if j.done else 'resume' if j.started else 'new':6} {j.run}")
+        for j, r in zip(todo, records):
+            say(f"{'skip' if r['status'] == 'skipped' else 'resume' if j.started else 'new':6} {j.run}"
+                + (f" ({r['unfinished']})" if r["unfinished"] else ""))
         return records
     if any(r["status"] == "pending" for r in records):
         from jupyter_client.kernelspec import KernelSpecManager
         specs = KernelSpecManager().find_kernel_specs()
         if kernel not in specs: raise GridError(f"kernel {kernel!r} is not installed for {sys.executable} (installed: "
                                                 f"{', '.join(sorted(specs)) or 'none'}); `make venv` installs 'python3'")
-    folder.mkdir(parents=True, exist_ok=True)
+    writable(folder, "sweep folder")
+    lock = lock_sweep(folder, say=say)
+    try: return _run_locked(g, todo, records, folder, lock, jobs, kernel, fresh_kernels, say, poll)
+    finally: unlock_sweep(lock)
+
+# %% ../nbs/20_sweep.ipynb #7b40c42e
+def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float) -> list[dict]:
+    "`run_sweep` once the sweep holds its folder."
+    pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
+    bad = []
+    for i in pending:
+        try: writable(todo[i].folder, "run folder")
+        except SweepError as e: bad.append(str(e))
+    if bad: raise SweepError(f"{len(bad)} run folder(s) of {g.path} cannot be written, so no run started: " + "; ".join(bad[:3])
+                             + ("; ..." if len(bad) > 3 else ""))
     state = dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder), jobs=jobs,
-                 threads_per_run=threads, kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None,
-                 state="running", runs=records)
+                 kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None, state="running", runs=records)
     def save(s=None):
         if s: state["state"] = s
         state["updated"] = _now(); write_atomic(folder/"sweep.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
-    # a run that builds a feature cache holds up the runs that share it: the build itself may use every core
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MLRPL_CACHE_THREADS": str(cores())}
-    pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
-    built = {k for j in todo if j.done for k in shared_inputs(j.values)}
+    # the compute threads are each run's own (its `threads`), never derived from `jobs`; a cache build may use every core
+    env = {**os.environ, "MLRPL_CACHE_THREADS": str(cores())}
+    built = {k for j, r in zip(todo, records) if r["status"] == "skipped" for k in shared_inputs(j.values)}
     n_run, running, idle = len(pending), {}, []  # running: index → (worker, start time); idle: workers without a run
+    threads = sorted({str(todo[i].threads or "the notebook's own") for i in pending})
     say(f"sweep {g.name}: {n_run} of {len(todo)} runs to do ({len(todo) - n_run} finished), {jobs} at a time, "
-        f"{threads} thread(s) each → {folder}")
+        f"threads per run: {', '.join(threads) or '-'} → {folder}")
+    for i in pending:
+        if records[i]["unfinished"]: say(f"unfinished {todo[i].run}: {records[i]['unfinished']}; it runs again")
     save()
+    first = todo[pending[0]].env if pending else {}
     with open(folder/"workers.log", "a") as wlog:  # what the workers write outside any run
-        # every worker starts now: its kernel starts while the first run (which may build alone) runs
-        idle = [_Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog) for _ in range(min(jobs, n_run))]
+        new_worker = lambda: _Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog, first, lock)
         try:
+            # every worker starts now: its kernel starts while the first run (which may build alone) runs
+            idle = [new_worker() for _ in range(min(jobs, n_run))]
             while pending or running:
                 for i in list(pending):
                     if len(running) >= jobs: break
                     if not startable(todo[i], [todo[k] for k in running], built): continue
                     j, r = todo[i], records[i]
-                    j.folder.mkdir(parents=True, exist_ok=True)
+                    if aside := set_aside(j): say(f"set aside {', '.join(aside)} of {j.run}: the run writes them again")
                     while idle and idle[-1].p.poll() is not None: idle.pop()  # a worker that died between runs
-                    w = idle.pop() if idle else _Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog)
-                    r.update(status="running", resumed=j.started, started=_now(), worker=w.p.pid)
+                    w = idle.pop() if idle else new_worker()
+                    r.update(status="running", resumed=j.started, started=_now(), worker=w.p.pid, set_aside=aside or None)
                     w.give(j)
                     running[i] = (w, time.monotonic())
                     pending.remove(i)
@@ -516,13 +738,13 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
                     lives, err = w.answer()
                     if lives: idle.append(w)
                     j, r = todo[i], records[i]
-                    ok = err is None and j.done
-                    r.update(status="done" if ok else "failed", error=None if ok else err or "no metrics.json",
-                             seconds=round(time.monotonic() - t0, 1))
-                    if ok:
+                    why = j.unfinished() if err is None else None
+                    r.update(status="failed" if err or why else "done", error=err or (why and f"it ended, but {why}"),
+                             seconds=round(time.monotonic() - t0, 1), threads=_used_threads(j))
+                    if r["status"] == "done":
                         built.update(shared_inputs(j.values))
                         say(f"done    {j.run} ({r['seconds']:.0f} s)")
-                    else: say(f"FAILED  {j.run} ({r['error']}); log: {j.log}\n{_tail(j.log)}")
+                    else: say(f"FAILED  {j.run} ({r['error']})" + (f"; log: {j.log}\n{_tail(j.log)}" if j.log.is_file() else ""))
                     save()
         except KeyboardInterrupt:
             _stop([w for w, _ in running.values()] + idle)
@@ -538,7 +760,7 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
     say(f"sweep {g.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {folder/'sweep.json'}")
     if failed:
         raise SweepFailed(f"{len(failed)} of {len(records)} runs of {g.path} failed: "
-                          + "; ".join(f"{r['run']} (log: {r['log']})" for r in failed), records)
+                          + "; ".join(f"{r['run']}: {r['error']} (log: {r['log']})" for r in failed), records)
     return records
 
 # %% ../nbs/20_sweep.ipynb #624b14a6
@@ -555,9 +777,9 @@ def main(argv:list[str]|None=None) -> int:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("sweep", help="run a grid of experiment-notebook runs",
                        description="Expand a grid file into papermill runs of the experiment notebook and run those "
-                                   "without metrics.json, N at a time; an interrupted sweep continues when run again.")
+                                   "that have not finished, N at a time; an interrupted sweep continues when run again.")
     s.add_argument("grid", help="the grid file (YAML), e.g. grids/smoke.yaml")
-    s.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="runs at a time, each with cores // N threads (default: 1)")
+    s.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1); each run's threads are its own `threads`")
     s.add_argument("--results", metavar="DIR", help="results root (default: $MLRPL_RESULTS, else the project's runs/)")
     how = s.add_mutually_exclusive_group()
     how.add_argument("--jobs-file", metavar="FILE", help="write one papermill command a line (GNU parallel, SLURM array) instead of running")
@@ -565,7 +787,8 @@ def main(argv:list[str]|None=None) -> int:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a parameter for every run, over the grid file")
     s.add_argument("--fresh-kernels", action="store_true", help="a new kernel for each run (default: each of the N workers keeps its kernel)")
     a = ap.parse_args(argv)
-    stops = [getattr(signal, s) for s in ("SIGTERM", "SIGHUP") if hasattr(signal, s)]  # a scheduler's stop, a closed terminal
+    # Ctrl-C (also where a shell started the sweep with `&`, ignoring SIGINT), a scheduler's stop, a closed terminal
+    stops = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
     old = {s: signal.signal(s, _raise_interrupt) for s in stops} if threading.current_thread() is threading.main_thread() else {}
     try:
         sets = dict(_key_value(x) for x in a.set)
@@ -575,7 +798,7 @@ def main(argv:list[str]|None=None) -> int:
             left = len(expand(g, a.results)) - len(listed)
             print(f"{a.jobs_file}: {len(listed)} papermill command(s)" + (f"; {left} finished run(s) left out" if left else ""))
         else: run_sweep(a.grid, jobs=a.jobs, results=a.results, sets=sets, dry_run=a.dry_run, fresh_kernels=a.fresh_kernels)
-    except (GridError, FileNotFoundError) as e:
+    except (GridError, SweepError, FileNotFoundError) as e:
         print(f"mlrpl sweep: error: {e}", file=sys.stderr); return 2
     except SweepFailed as e:
         print(f"mlrpl sweep: {e}", file=sys.stderr); return 1

@@ -1,4 +1,4 @@
-"""The sweep runner from the command line: a stop by Ctrl-C or SIGTERM, the exit statuses, the console script.
+"""The sweep runner from the command line: a stop by Ctrl-C (also in the background) or SIGTERM, the exit statuses, the console script.
 
 The runs are `tests/toy_run.ipynb` (seconds each); `nbs/20_sweep.ipynb` runs the experiment notebook itself."""
 import configparser
@@ -19,7 +19,7 @@ MLRPL = [sys.executable, "-c", "import sys; from mlrpl.sweep import main; sys.ex
 
 def _grid(tmp_path, body: str) -> Path:
     p = tmp_path / "toy.yaml"
-    p.write_text(f"name: toy\nnotebook: {TOY}\n{body}")
+    p.write_text(f"name: toy\nnotebook: {TOY}\nrun_files: [params.json, metrics.json]\n{body}")  # what a finished toy run holds
     return p
 
 
@@ -29,13 +29,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_stopped_sweep_stops_its_runs_and_continues_when_run_again(tmp_path, sig):
+def _ignore_sigint(): signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a shell does to a command started with `&`
+
+
+@pytest.mark.parametrize("sig,background", [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["SIGINT", "SIGINT-background", "SIGTERM"])
+def test_a_stopped_sweep_stops_its_runs_and_continues_when_run_again(tmp_path, sig, background):
     # two datasets share nothing, so both runs start at once
     grid = _grid(tmp_path, "base: {secs: 120}\ngrid: {dataset: [d1, d2]}\n")
     runs = [tmp_path / "runs" / "toy" / d / "a" / "p0.1-s0" for d in ("d1", "d2")]
     p = subprocess.Popen([*MLRPL, "sweep", str(grid), "-j", "2", "--results", str(tmp_path / "runs")],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=_ignore_sigint if background else None)
     deadline = time.monotonic() + 120
     while not all((r / "kernel.pid").is_file() for r in runs):
         assert p.poll() is None, p.stdout.read()
