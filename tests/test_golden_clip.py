@@ -1,6 +1,8 @@
 """Golden tests: the backbone clip_rn101 equals CLSL's CLIP image encoder (`CLIP_conv_proj.visual`, loaded by
 `build_model_conv_proj`) on the inputs and outputs stored in tests/golden/clip_rn101.npz (made by
-make_golden_clip.py); plus its weights-file errors, frozen trunk and 448-px token shape."""
+make_golden_clip.py); plus its weights-file errors, frozen trunk and 448-px token shape. The encoders are compared
+in float64 (tolerances SMALL, MODEL: tests/golden/compare.py); the loader's float32 resize has its own."""
+import copy
 import json
 import sys
 from pathlib import Path
@@ -11,16 +13,13 @@ import torch
 
 GOLDEN = Path(__file__).parent / "golden"
 sys.path.insert(0, str(GOLDEN))
+from compare import MODEL, SMALL, U32, U64, as64, close  # noqa: E402
 from weights import fill_state_dict, shapes_from_json  # noqa: E402
 
 from mlrpl.backbones import BACKBONES, get_backbone
 from mlrpl.clip import RN101_URL, AttentionPool2d, ModifiedResNet, clip_architecture, read_clip_state_dict
 
 T = lambda a: torch.as_tensor(np.asarray(a))
-
-
-def close(a, b, tol=1e-5):
-    np.testing.assert_allclose(np.asarray(a.detach() if torch.is_tensor(a) else a, np.float64), np.asarray(b, np.float64), rtol=tol, atol=tol)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +40,28 @@ def release(z, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def outputs(z, release):
-    "clip_rn101 through the loader, raw and normalised tokens, with the mean token's attention."
+def loaded(z, release):
+    "clip_rn101 through the loader (float32, as mlrpl loads RN101.pt), without and with the tokens' L2 norm."
     size = int(z["input_size"])
     raw = get_backbone("clip_rn101", pretrained=release, out_dim=512, input_size=size, normalize=False).eval()
     norm = get_backbone("clip_rn101", pretrained=release, out_dim=512, input_size=size).eval()
-    x = T(z["images"])
+    return raw, norm
+
+
+def in_float64(bb, z):
+    """A float64 copy of a loaded encoder, holding the official loader's positional embedding: mlrpl's loader
+    resizes it in float32 (mlrpl/clip.py: read_clip_state_dict casts the file to float32, clip_resnet resizes), and
+    that resize is compared on its own (test_positional_embedding_resized_as_the_official_loader)."""
+    bb = copy.deepcopy(bb).double()
+    with torch.no_grad(): bb.visual.attnpool.positional_embedding.copy_(as64(z["positional_embedding"]))
+    return bb
+
+
+@pytest.fixture(scope="module")
+def outputs(z, loaded):
+    "Raw and normalised tokens, with the mean token's attention, in float64."
+    raw, norm = (in_float64(bb, z) for bb in loaded)
+    x = as64(z["images"])
     with torch.no_grad():
         attn = raw.visual.attnpool.attend(raw.visual.layer4(raw.trunk(x)))[1]
         return dict(raw=raw, tokens=raw(x), encoder=norm(x), attention=attn)
@@ -57,30 +72,40 @@ def test_layout_is_read_from_the_file(z, release):
     assert arch == dict(layers=tuple(int(v) for v in z["layers"]), width=int(z["width"]), output_dim=512, grid=7)
 
 
-def test_positional_embedding_resized_as_the_official_loader(z, outputs):
-    close(outputs["raw"].visual.attnpool.positional_embedding, z["positional_embedding"], 1e-6)
+def test_positional_embedding_resized_as_the_official_loader(z, release, loaded):
+    "Both resize the 7 × 7 grid bicubically to 3 × 3; mlrpl in float32, the official loader (fixture) in float64."
+    ours = loaded[0].visual.attnpool.positional_embedding.detach().double().numpy()  # (1 + 3·3, C)
+    grid = read_clip_state_dict(release)["attnpool.positional_embedding"][1:]  # (7·7, C), float32 values
+    # Per 1-D bicubic pass in float32, M = max|input|: the tap offset t (2 roundings of values <= 7.5, times
+    # Σ|w'(t)| <= 4.2 for A = -0.75) <= 63 U32·M; the 4 cubic weights (Horner: 6 roundings of terms <= 4.5 each)
+    # <= 108 U32·M; the 4-term sum <= 5.5 U32·M: <= 177 U32·M. Two passes, each scaled by Σ|w(t)| <= 1.375:
+    # <= 487 U32·M; plus the fixture's rounding to float32 (<= 2 U32·M): 512 U32·M (~7e-6 here).
+    atol = 512*U32*float(grid.abs().max())
+    np.testing.assert_allclose(ours, z["positional_embedding"], rtol=0, atol=atol)
+    np.testing.assert_array_equal(ours[0], z["positional_embedding"][0])  # the mean token's row: copied
 
 
 def test_dense_tokens_equal_the_official_encoder(z, outputs):
     "Official output (B, D, 1 + P): the mean token, then P locations; clip_rn101 gives the locations as (B, D, h, w)."
     y = outputs["tokens"]  # (B, D, h, w)
     assert y.shape == (2, 512, int(z["input_size"]) // 32, int(z["input_size"]) // 32)
-    close(y.flatten(2), z["tokens"][:, :, 1:])
+    # 27 convolutions (stem, 1 + 2 + 3 + 2 bottlenecks) and two projections, sums of <= 3·3·512 = 4608 terms: MODEL
+    close(y.flatten(2), z["tokens"][:, :, 1:], MODEL)
 
 
 def test_normalised_tokens_are_what_sarlp_encodes(z, outputs):
-    close(outputs["encoder"].flatten(2).transpose(1, 2), z["encoder_tokens"])  # (B, P, D)
+    close(outputs["encoder"].flatten(2).transpose(1, 2), z["encoder_tokens"], MODEL)  # (B, P, D); as above, then x/‖x‖
 
 
 def test_mean_token_attention(z, outputs):
-    close(outputs["attention"], z["attention"][:, 0])
+    close(outputs["attention"], z["attention"][:, 0], MODEL)  # the trunk as above, then q·k over 2048 channels, softmax
 
 
 def test_pooled_embedding_equals_clips_attention_pool(z):
     g, e, h, o = (int(v) for v in z["pool_dims"])
     pool = AttentionPool2d(g, e, h, o)
     pool.load_state_dict(fill_state_dict(shapes_from_json(z["pool_shapes"]), int(z["pool_seed"]), scale=float(z["pool_scale"])))
-    with torch.no_grad(): close(pool(T(z["pool_map"])), z["pool_out"])
+    with torch.no_grad(): close(pool.double()(as64(z["pool_map"])), z["pool_out"], SMALL)  # 4 projections of 64, softmax over 10
 
 
 def test_torchscript_archive_loads_like_the_state_dict(release, tmp_path):
@@ -167,9 +192,10 @@ def test_rn101_tokens_at_448_are_512_by_14_by_14():
     assert bb.visual.layers == (3, 4, 23, 3) and bb.visual.attnpool.grid == 14 and bb.visual.attnpool.num_heads == 32
     assert bb.trunk_shape(448) == (1024, 28, 28)
     bb.cached = True
-    with torch.no_grad(): y = bb(torch.randn(2, 1024, 28, 28))
+    with torch.no_grad(): y = bb.double()(torch.randn(2, 1024, 28, 28, dtype=torch.float64))
     assert y.shape == (2, 512, 14, 14)
-    close(y.norm(dim=1), np.ones((2, 14, 14)))
+    # x/‖x‖ then its norm: two sums of 512 squares, two square roots and a division, (512 + 4)·U64 <= 5.8e-14
+    np.testing.assert_allclose(y.norm(dim=1).numpy(), np.ones((2, 14, 14)), rtol=0, atol=(512 + 4)*U64)
 
 
 def test_input_size_must_be_a_multiple_of_32():
@@ -181,4 +207,5 @@ def test_random_init_is_clips():
     torch.manual_seed(0)
     m = ModifiedResNet((1, 1, 1, 1), width=8, output_dim=16, input_size=64)
     assert all(float(b.bn3.weight.detach().abs().sum()) == 0 for layer in (m.layer1, m.layer2, m.layer3, m.layer4) for b in layer)
+    # the std of 256 × 256 draws of std 1/16 has a standard error of (1/16)/sqrt(2 · 65536) = 1.7e-4: 0.005 is 29 of them
     assert abs(float(m.attnpool.q_proj.weight.std()) - 256 ** -0.5) < 0.005

@@ -15,6 +15,11 @@ with (1, 2, 3, 2) bottlenecks instead of (3, 4, 23, 3), a 7 × 7 + 1 positional 
 and a one-layer text tower. They are `weights.py:fill_state_dict(shapes, seed, scale)`, with the tensors that the
 official loader holds in float16 stored in float16 (`half_keys`, as in the half-precision release). No weight
 is stored in the fixture. Running it twice gives identical files.
+
+Precision: the official loader is given float64 copies of those weights, so its bicubic resize of the positional
+embedding runs in float64 (its load_state_dict then rounds the result into the model's float32 parameter, kept as
+`positional_embedding`); the loaded encoder and the attention pool then run in float64 on float32-valued images
+and maps, and every output is stored in float64.
 """
 import argparse
 import importlib.util
@@ -28,7 +33,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from official import f32, npy, t32  # noqa: E402
+from official import f32, out64, t64  # noqa: E402
 from weights import fill_state_dict, shapes_of, shapes_to_json  # noqa: E402
 
 OUT = HERE / "clip_rn101.npz"
@@ -69,22 +74,25 @@ if __name__ == "__main__":
                shapes=shapes_to_json(shapes), half_keys=json.dumps(half), input_size=np.int64(SIZE))
 
     # CLSL's encoder at SIZE px: positional embedding resized 7 × 7 → SIZE/32 × SIZE/32
-    model = M.build_model_conv_proj(dict(sd), types.SimpleNamespace(img_size=SIZE)).float()  # as sarlp_clip's loader
+    model = M.build_model_conv_proj({k: v.double() for k, v in sd.items()}, types.SimpleNamespace(img_size=SIZE))
+    assert model.visual.attnpool.positional_embedding.dtype == torch.float32  # the resize, rounded to float32 at load
+    model = model.float().double()  # .float() as sarlp_clip's loader; then float64, the values unchanged
     out["images"] = x = f32(rng.standard_normal((2, 3, SIZE, SIZE)))
-    out["positional_embedding"] = npy(model.visual.attnpool.positional_embedding)
-    with torch.no_grad(): tokens, attn = model.visual(t32(x))  # (B, D, 1 + P), (B, 1, 1 + P)
-    out["tokens"], out["attention"] = npy(tokens), npy(attn)
+    out["positional_embedding"] = out64(model.visual.attnpool.positional_embedding)
+    with torch.no_grad(): tokens, attn = model.visual(t64(x))  # (B, D, 1 + P), (B, 1, 1 + P)
+    out["tokens"], out["attention"] = out64(tokens), out64(attn)
     t = tokens.transpose(1, 2)
-    out["encoder_tokens"] = npy((t / t.norm(dim=-1, keepdim=True))[:, 1:])  # SARLP.forward: x / ‖x‖, then x[:, 1:]
+    out["encoder_tokens"] = out64((t / t.norm(dim=-1, keepdim=True))[:, 1:])  # SARLP.forward: x / ‖x‖, then x[:, 1:]
 
     # plain CLIP's attention pool: token 0 of its output is the pooled embedding
     pool = M.AttentionPool2d(POOL["grid"], POOL["embed_dim"], POOL["heads"], POOL["output_dim"])
     pool_shapes = shapes_of(pool.state_dict())
     pool.load_state_dict(fill_state_dict(pool_shapes, SEED + 1, scale=0.3))
+    pool.double()
     out.update(pool_dims=np.array(list(POOL.values())), pool_seed=np.int64(SEED + 1), pool_scale=np.float64(0.3),
                pool_shapes=shapes_to_json(pool_shapes))
     out["pool_map"] = fmap = f32(rng.standard_normal((2, POOL["embed_dim"], POOL["grid"], POOL["grid"])))
-    with torch.no_grad(): out["pool_out"] = npy(pool(t32(fmap))[0])  # (B, D)
+    with torch.no_grad(): out["pool_out"] = out64(pool(t64(fmap))[0])  # (B, D)
     np.savez_compressed(OUT, **out)
     print(f"wrote {OUT}: tokens {tokens.shape}, |tokens| max {float(tokens.abs().max()):.3g}, "
           f"pooled max {float(np.abs(out['pool_out']).max()):.3g}")

@@ -8,13 +8,17 @@ fixtures carry no weight arrays. Rule, with the names taken in sorted order and 
 - ``*num_batches_tracked``                      → ``torch.tensor(0)`` (int64; ``g_i`` unused, ``i`` still counts)
 - ``*running_var``                              → ``torch.rand(shape, generator=g_i) * 0.5 + 0.75``
 - BatchNorm ``*.weight`` (a ``.weight`` whose sibling ``.running_var`` is among the names)
-                                                → ``torch.randn(shape, generator=g_i) * scale + 1``
+                                                → ``noise(shape, g_i) * scale + 1``
 - everything else (conv/linear weights and biases, BN biases and running means, 0-d parameters)
-                                                → ``torch.randn(shape, generator=g_i) * scale``
+                                                → ``noise(shape, g_i) * scale``
 
-``scale`` is 0.05 unless a fixture says otherwise. Entries that must hold given data rather than noise (the
-official models' frozen ``wordFeatures``, ``inMatrix``, ``outMatrix`` parameters) are left out of ``shapes`` and
-passed in ``fixed``; they take no index. All tensors are float32 on the CPU.
+with ``noise = (torch.rand(shape, generator=g) * 2 - 1) * 3**0.5``, uniform with mean 0 and standard deviation 1.
+``scale`` is 0.05 unless a fixture says otherwise. Uniform draws and basic arithmetic only, so that every CPU
+re-creates the same bits: torch.rand's float32 numbers are k·2^-24 from the generator's integers, and each product
+or sum after it is one IEEE rounding. (Not torch.randn: its float32 Box-Muller for 16 numbers or more has a
+vectorised AVX2 path whose last bits differ from the scalar path other CPU capabilities take.) Entries that must
+hold given data rather than noise (the official models' frozen ``wordFeatures``, ``inMatrix``, ``outMatrix``
+parameters) are left out of ``shapes`` and passed in ``fixed``; they take no index. All tensors are float32 on the CPU.
 """
 from __future__ import annotations
 
@@ -30,6 +34,11 @@ def is_bn_weight(name: str, names) -> bool:
     return name.endswith(".weight") and name[:-len("weight")] + "running_var" in names
 
 
+def noise(shape, g: torch.Generator) -> torch.Tensor:
+    "Uniform float32 noise of mean 0 and standard deviation 1, bit-identical on every CPU (module docstring)."
+    return (torch.rand(shape, generator=g)*2 - 1)*3**0.5
+
+
 def fill_state_dict(shapes: dict, seed: int, fixed: dict | None = None, scale: float = SCALE) -> dict:
     "Tensors for the named entries in `shapes` (see the module docstring), plus the `fixed` ones as given."
     names = sorted(shapes)
@@ -39,8 +48,8 @@ def fill_state_dict(shapes: dict, seed: int, fixed: dict | None = None, scale: f
         g = torch.Generator().manual_seed(seed + i)
         if name.endswith("num_batches_tracked"): t = torch.tensor(0)
         elif name.endswith("running_var"): t = torch.rand(shape, generator=g)*0.5 + 0.75
-        elif is_bn_weight(name, shapes): t = torch.randn(shape, generator=g)*scale + 1
-        else: t = torch.randn(shape, generator=g)*scale
+        elif is_bn_weight(name, shapes): t = noise(shape, g)*scale + 1
+        else: t = noise(shape, g)*scale
         out[name] = t
     for name, v in (fixed or {}).items():
         if name in out: raise ValueError(f"{name} is both filled and fixed")
