@@ -15,8 +15,9 @@ from mlrpl.methods import get
 from mlrpl.trainer import Trainer, TrainConfig, world
 
 
-def build(method, data, known_prop=0.5, pseudo_start=1):
-    tf = T.Compose([T.Resize(32), T.ToTensor()])
+def build(method, data, known_prop=0.5, pseudo_start=1, dtype=torch.float32):
+    "A model and its train/test sets; `dtype=torch.float64`: the model's weights and the images in float64."
+    tf = T.Compose([T.Resize(32), T.ToTensor(), *([T.ConvertImageDtype(dtype)] if dtype != torch.float32 else [])])
     train = get_dataset("fashionscenes", data, "train", transform=tf, known_prop=known_prop)
     test = get_dataset("fashionscenes", data, "test", transform=tf)
     torch.manual_seed(0)
@@ -27,7 +28,7 @@ def build(method, data, known_prop=0.5, pseudo_start=1):
     if method in ("sst", "hst"): kw["pseudo_start"] = pseudo_start
     if method in ("sarb", "dsrb"): kw["blend_start"] = pseudo_start
     if method == "dsrb": kw["map_size"] = 4
-    return get(method, **kw), train, test
+    return get(method, **kw).to(dtype), train, test
 
 
 if __name__ == "__main__":
@@ -39,8 +40,9 @@ if __name__ == "__main__":
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--known", type=float, default=1.0)
     ap.add_argument("--val", type=float, default=0.0)
+    ap.add_argument("--float64", action="store_true", help="train in float64 (weights and images)")
     a = ap.parse_args()
-    model, train, test = build(a.method, a.data, a.known)
+    model, train, test = build(a.method, a.data, a.known, dtype=torch.float64 if a.float64 else torch.float32)
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch, lr=1e-2, val_fraction=a.val, progress=False, checkpoint=False)
     t = Trainer(model, train, test, cfg)
     summary = t.fit()
