@@ -78,6 +78,10 @@ class Method(nn.Module):
         raise NotImplementedError
     def epoch_start(self, epoch:int, trainer) -> None:
         "Called before each training epoch (after resuming, too)."
+    def outputs(self, x:torch.Tensor, keys) -> dict:
+        "The forward's outputs named by `keys` (for prototype passes); a method may compute no more than they need."
+        out = self(x)
+        return {k: out[k] for k in keys}
 
     @torch.no_grad()
     def kmeans_prototypes(self, batches):
@@ -154,6 +158,13 @@ class SARLMethod(Method):
         out = self.head(self.features(x))  # logits, features, attention
         if self.ist is not None: out["cooc"] = self.ist(out["features"])  # (B, P)
         return out
+
+    def outputs(self, x, keys):
+        "Class features, attention and the map come before the GNN, the classifier and IST: a prototype pass skips those."
+        if not set(keys) <= {"features", "attention", "fmap"}: return super().outputs(x, keys)
+        fmap = self.features(x)  # (B, D, H, W)
+        f, attn = self.head.decouple(fmap)
+        return {k: v for k, v in dict(features=f, attention=attn, fmap=fmap).items() if k in keys}
 
 @METHODS.register("ssgrl")
 class SSGRL(SARLMethod):

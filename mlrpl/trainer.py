@@ -220,7 +220,7 @@ class Trainer:
         "Yield ({key: tensor}, partial_target) over the training slice in eval mode, gathered over processes (for prototypes)."
         self.model.eval()
         for _, x, partial, _ in self._loader(self._shard(self.train_set)):
-            with self._autocast(): out = self.model(_to(x, self.device, self.cuda and self.cfg.channels_last))
+            with self._autocast(): out = self.model.outputs(_to(x, self.device, self.cuda and self.cfg.channels_last), keys)
             out = {k: out[k].float() for k in keys}
             if self.world > 1:
                 allp = gather_objects(({k: v.cpu() for k, v in out.items()}, partial))
