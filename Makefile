@@ -12,7 +12,7 @@ J ?= 2
 GRIDS := $(if $(filter 1,$(FULL)),grids/full,grids)
 RESULTS := $(if $(filter 1,$(FULL)),$(RUNS)/full,$(RUNS))
 
-.PHONY: reproduce paper test venv data fashion-mnist notebooks export clean readme check-clean sweep
+.PHONY: reproduce paper test venv data fashion-mnist notebooks export clean readme check-clean sweep gpu-check
 
 reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1…0.9, ablations, co-occurrence; then tables/ and figures/
 	@start=$$(date +%s); \
@@ -31,6 +31,9 @@ paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (
 
 test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 	$(BIN)/python tests/run.py
+
+gpu-check: ## one prepared check of a GPU machine (AMP, channels_last, CPU = CUDA, torchrun/NCCL, resume, bench), <= 5 min with the venv; ARGS="--dry-run" on a CPU, ARGS="--reference DIR" for the official column
+	bash bench/gpu_check.sh $(ARGS)
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py
