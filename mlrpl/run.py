@@ -32,7 +32,7 @@ from .trainer import Trainer, TrainConfig, world
 # %% auto #0
 __all__ = ['SET_BY_RUN', 'RECIPES', 'AUGMENTS', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig', 'cache_record',
            'environment', 'config_diff', 'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size',
-           'build_model', 'pair_matrix', 'analysis', 'model_graph', 'describe_dataset', 'run']
+           'build_model', 'pair_matrix', 'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -352,49 +352,67 @@ def pair_matrix(pairs:torch.Tensor, # (B, P) values of the class pairs i < j in 
     m[:, i, j] = pairs; m[:, j, i] = pairs
     return m
 
+class Analysis:
+    "What the papers' figures need from a trained model, gathered from the batches of one pass over the test inputs."
+    def __init__(self, test_images, # the test MultiLabelDataset (images, full labels)
+                 train_labels, # (N, C) full training labels, for the dataset-level co-occurrence
+                 samples:int=8, # test images whose maps are kept
+                 max_features:int=3000, # class features kept (positives of the test images, evenly subsampled)
+                 image_side:int=112, # side of the stored sample thumbnails
+                ):
+        n, self.C = len(test_images), test_images.num_classes
+        self.images, self.train_labels, self.image_side = test_images, train_labels, image_side
+        self.sample = np.linspace(0, n - 1, min(samples, n)).round().astype(int)
+        pos = (torch.as_tensor(test_images.labels) > 0).nonzero()  # (N_pos, 2) image, class
+        self.keep = pos[np.linspace(0, len(pos) - 1, min(max_features, len(pos))).round().astype(int)] if len(pos) else pos
+        self.maps, self.feats, self.fcls, self.fimg = {}, [], [], []
+
+    @torch.no_grad()
+    def add(self, idx:torch.Tensor, # (B,) dataset indices of the batch
+            out:dict): # the model's outputs for it
+        "Keep the sample images' maps and the kept class features of one batch."
+        at = torch.isin(idx, torch.as_tensor(self.sample))
+        if at.any():
+            for k in ("attention", "assignment"):
+                if k in out: self.maps.setdefault(k, []).append(out[k][at.to(out[k].device)].float().cpu())
+            if "cooc" in out: self.maps.setdefault("cooc", []).append(pair_matrix(torch.sigmoid(out["cooc"][at.to(out["cooc"].device)].float().cpu()), self.C))
+        if "features" in out:
+            sel = self.keep[torch.isin(self.keep[:, 0], idx)]
+            if len(sel):
+                row = {int(v): r for r, v in enumerate(idx)}
+                b = torch.tensor([row[int(v)] for v in sel[:, 0]])
+                self.feats.append(out["features"][b.to(out["features"].device), sel[:, 1].to(out["features"].device)].float().cpu())
+                self.fcls.append(sel[:, 1]); self.fimg.append(sel[:, 0])
+
+    def result(self, model) -> dict: # arrays for analysis.npz
+        "The arrays of analysis.npz, with `model`'s prototypes and label graph."
+        s, side, lab = self.sample, self.image_side, np.asarray(self.train_labels)
+        res = dict(sample_index=s, sample_labels=self.images.labels[s], class_names=np.array(self.images.class_names),
+                   sample_images=np.stack([np.asarray(self.images.load(int(i)).convert("RGB").resize((side, side))) for i in s]))
+        res.update({k: torch.cat(v).numpy() for k, v in self.maps.items()})
+        if self.feats: res.update(features=torch.cat(self.feats).numpy(), feature_class=torch.cat(self.fcls).numpy(), feature_image=torch.cat(self.fimg).numpy())
+        for k in ("prototypes", "prototype_mask"):
+            if hasattr(model, k) and getattr(model, k) is not None: res[k] = getattr(model, k).float().cpu().numpy() if k == "prototypes" else getattr(model, k).cpu().numpy()
+        res["train_cooccurrence"] = label_graph(np.where(lab > 0, 1, -1))  # P(j | i) over the full training labels
+        res["train_label_graph"] = model_graph(model, self.C)
+        return res
+
 @torch.no_grad()
 def analysis(trainer, # a fitted Trainer (its evaluated model: the EMA when there is one)
              test_images, # the test MultiLabelDataset (images, full labels)
              test_inputs, # what the model takes for the same images (the dataset itself or its feature cache)
              train_labels, # (N, C) full training labels, for the dataset-level co-occurrence
-             samples:int=8, # test images whose maps are kept
-             max_features:int=3000, # class features kept (positives of the test images, evenly subsampled)
-             image_side:int=112, # side of the stored sample thumbnails
+             gathered:Analysis|None=None, # fed by the last epoch's test pass (Trainer.fit(keep_test=gathered.add)): no pass of its own
+             **kw, # samples, max_features, image_side of a new Analysis
             ) -> dict: # arrays for analysis.npz
     "What the papers' figures need from a trained model, so they render from run files alone."
     model = trainer.ema if trainer.ema is not None else trainer.model
+    if gathered is not None: return gathered.result(model)
     model.eval()
-    n, C = len(test_images), test_images.num_classes
-    sample = np.linspace(0, n - 1, min(samples, n)).round().astype(int)
-    full = torch.as_tensor(test_images.labels)
-    res = dict(sample_index=sample, sample_labels=test_images.labels[sample], class_names=np.array(test_images.class_names),
-               sample_images=np.stack([np.asarray(test_images.load(int(i)).convert("RGB").resize((image_side, image_side))) for i in sample]))
-    pos = (full > 0).nonzero()  # (N_pos, 2) image, class
-    keep = pos[np.linspace(0, len(pos) - 1, min(max_features, len(pos))).round().astype(int)] if len(pos) else pos
-    feats, fcls, fimg = [], [], []
+    a = Analysis(test_images, train_labels, **kw)
     for idx, x, _, _ in trainer._loader(test_inputs):
-        with trainer._autocast(): out = model(x.to(trainer.device))
-        at = torch.isin(idx, torch.as_tensor(sample))
-        if at.any():
-            for k in ("attention", "assignment"):
-                if k in out: res.setdefault(k, []).append(out[k][at.to(out[k].device)].float().cpu())
-            if "cooc" in out: res.setdefault("cooc", []).append(pair_matrix(torch.sigmoid(out["cooc"][at.to(out["cooc"].device)].float().cpu()), C))
-        if "features" in out:
-            sel = keep[torch.isin(keep[:, 0], idx)]
-            if len(sel):
-                row = {int(v): r for r, v in enumerate(idx)}
-                b = torch.tensor([row[int(v)] for v in sel[:, 0]])
-                feats.append(out["features"][b.to(out["features"].device), sel[:, 1].to(out["features"].device)].float().cpu())
-                fcls.append(sel[:, 1]); fimg.append(sel[:, 0])
-    for k in ("attention", "assignment", "cooc"):
-        if k in res: res[k] = torch.cat(res[k]).numpy()
-    if feats: res.update(features=torch.cat(feats).numpy(), feature_class=torch.cat(fcls).numpy(), feature_image=torch.cat(fimg).numpy())
-    for k in ("prototypes", "prototype_mask"):
-        if hasattr(model, k) and getattr(model, k) is not None: res[k] = getattr(model, k).float().cpu().numpy() if k == "prototypes" else getattr(model, k).cpu().numpy()
-    lab = np.asarray(train_labels)
-    res["train_cooccurrence"] = label_graph(np.where(lab > 0, 1, -1))  # P(j | i) over the full training labels
-    res["train_label_graph"] = model_graph(model, C)
-    return res
+        with trainer._autocast(): a.add(idx, model(x.to(trainer.device)))
+    return a.result(model)
 
 def model_graph(model, C:int) -> np.ndarray:
     "The label graph the model was built with ((C, C); NaN when it has none)."
@@ -440,12 +458,14 @@ def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
         _write_json(out/"params.json", dataclasses.asdict(cfg))
         _write_json(out/"env.json", _env(out, state, trainer.device, caches))
         _write_json(out/"dataset.json", describe_dataset(image_train, image_test))
-    trainer.fit(resume=state == "resume", finish=False)
-    p = trainer.predict(test)
+    gathered = Analysis(image_test, image_train.labels) if trainer.world == 1 else None  # processes see shards of the test pass
+    trainer.fit(resume=state == "resume", finish=False, keep_test=gathered.add if gathered is not None else None)
+    last = trainer.test_predictions is not None  # the last epoch ran here: its test pass gives both files (else, from a checkpoint: passes of their own)
+    p = trainer.test_predictions if last else trainer.predict(test)
     if trainer.rank == 0:
         write_atomic(out/"predictions.npz", lambda tmp: np.savez_compressed(tmp, logits=p["logits"].numpy(), full=p["full"].numpy(),
                      partial=p["partial"].numpy(), index=p["index"].numpy(), class_names=np.array(image_train.class_names)))
-        res = analysis(trainer, image_test, test, image_train.labels)
+        res = analysis(trainer, image_test, test, image_train.labels, gathered=gathered if last else None)
         write_atomic(out/"analysis.npz", lambda tmp: np.savez_compressed(tmp, **res))
     return trainer.finish()  # per_class.csv, then metrics.json: the mark of a finished run, last
 

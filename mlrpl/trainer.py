@@ -177,7 +177,7 @@ class Trainer:
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.cuda else None
-        self.history, self.epoch, self.per_class = [], 0, None
+        self.history, self.epoch, self.per_class, self.test_predictions = [], 0, None, None
         self.writer, self._restored = None, None
 
     # ---- loaders
@@ -199,13 +199,16 @@ class Trainer:
 
     # ---- passes
     @torch.no_grad()
-    def predict(self, ds:Dataset, raw:bool=False) -> dict:
+    def predict(self, ds:Dataset, raw:bool=False,
+                keep=None, # callable (index, outputs) given each batch's whole output dict (this process's share)
+               ) -> dict:
         "Logits, partial and full targets and dataset indices over `ds` (gathered over processes, in order); the EMA model when there is one, unless `raw`."
         model = self.model if raw or self.ema is None else self.ema
         model.eval()
         parts = []
         for idx, x, partial, full in self._loader(self._shard(ds)):
             with self._autocast(): out = model(_to(x, self.device, self.cuda and self.cfg.channels_last))
+            if keep is not None: keep(idx, out)
             parts.append((idx, out["logits"].float().cpu(), partial, full))
         cat = lambda k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0)
         res = dict(index=cat(0), logits=cat(1), partial=cat(2), full=cat(3))
@@ -267,9 +270,9 @@ class Trainer:
             out[f"pseudo_{k}_generated"] = gen
         return out
 
-    def evaluate(self, ds:Dataset, known_only:bool=False, raw:bool=False) -> tuple[dict, object, dict]:
-        "The papers' metrics on `ds` (known_only: mAP over the known entries of the partial labels; raw: not the EMA)."
-        p = self.predict(ds, raw=raw)
+    def evaluate(self, ds:Dataset, known_only:bool=False, raw:bool=False, keep=None) -> tuple[dict, object, dict]:
+        "The papers' metrics on `ds` (known_only: mAP over the known entries of the partial labels; raw: not the EMA; keep: see predict)."
+        p = self.predict(ds, raw=raw, keep=keep)
         if known_only:  # classes without a known positive in the slice are left out
             ap = average_precision(p["logits"], p["partial"], ignore=p["partial"] == 0)
             return dict(mAP=float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")), None, p
@@ -339,8 +342,9 @@ def _restore(self, path=None, # default: results_dir/checkpoint.pt
 def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
          until:int|None=None, # stop after this many epochs, as an interrupted run would (None: cfg.epochs)
          finish:bool=True, # when every epoch ran, write per_class.csv and metrics.json (False: the caller calls finish())
+         keep_test=None, # callable (index, outputs) given every batch of the last epoch's test pass (see predict)
         ) -> dict:
-    "Train for cfg.epochs (continuing a checkpoint when `resume`); returns the summary metrics."
+    "Train for cfg.epochs (continuing a checkpoint when `resume`); returns the summary metrics; `test_predictions` holds the last epoch's."
     cfg = self.cfg
     ck = self.results_dir/"checkpoint.pt" if self.results_dir is not None else None
     start = self.restore(ck) if resume and ck is not None and (ck.is_file() or self._restored is not None) else 0
@@ -358,7 +362,7 @@ def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
         rec.update(self.train_epoch(epoch))
         if self.val_set is not None:
             rec["val_mAP"] = self.evaluate(self.val_set, known_only=True)[0]["mAP"]
-        m, per, _ = self.evaluate(self.test_set)
+        m, per, self.test_predictions = self.evaluate(self.test_set, keep=keep_test if epoch == cfg.epochs - 1 else None)
         rec.update({f"test_{k}": v for k, v in m.items()})
         if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
         for name in ("theta_intra", "theta_inter"):
