@@ -76,7 +76,7 @@ def prepare(a):
     "Scenes, feature caches and class vectors under the work folder, made once (so that runs measure steady state)."
     os.environ["MLRPL_DATA"] = str(a.work)
     from mlrpl.fashionscenes import write_fashion_scenes
-    write_fashion_scenes(a.work/"scenes", n_train=a.train, n_val=a.test, cooc=0.8, seed=0, source="digits")
+    write_fashion_scenes(a.work/"scenes", n_train=a.train, n_val=a.test, cooc=0.8, seed=0, source="digits", overwrite=True)
     if a.trunk != "lite0": register_trunk(a.channels)
     from mlrpl.run import run
     for m in ("ssgrl", "clsl"):  # glove and minilm vectors; both caches
@@ -284,9 +284,10 @@ def main():
     a = ap.parse_args()
     if a.child: return child(a)
     a.work.mkdir(parents=True, exist_ok=True)
-    prepare(a)
     old = old_tree(a.against, a.work/"old"/a.against.replace("/", "_")) if a.against else None
     new = old_tree(a.new, a.work/"new"/a.new.replace("/", "_")) if a.new else None
+    if new: sys.path.insert(0, new)  # the data and caches are made by the package measured as new
+    prepare(a)
     print(f"bench/epoch_time.py: {a.trunk} trunk ({a.channels if a.trunk == 'random' else 1280} channels, 7×7 at 224 px), "
           f"1 thread a run" + (f"; old = {a.against}, new = {a.new or 'working tree'}, alternating" if old else ""))
     summary, groups = [], []

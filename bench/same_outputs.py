@@ -2,7 +2,8 @@
 
     python bench/same_outputs.py [--against HEAD] [--methods bce,ssgrl,...] [--train 200] [--test 100] [--epochs 3]
 
-Each method runs once with the package as committed at `--against` and once with the working tree, each in a fresh
+Each method runs once with the package as committed at `--against` and once with the working tree (or the revision
+`--new`), each in a fresh
 process at one thread (`bench/epoch_time.py`'s set-up, made small: every mechanism acts from epoch 1), and the two
 results folders are compared: every array of predictions.npz and analysis.npz byte for byte, metrics.json and
 per_class.csv exactly, history.json exactly except its wall-clock `seconds`, and every tensor of the final
@@ -67,6 +68,7 @@ def compare(old:Path, new:Path) -> list[str]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--against", default="HEAD", help="the git revision to compare the working tree with")
+    ap.add_argument("--new", default="", help="a git revision to compare instead of the working tree")
     ap.add_argument("--methods", default=",".join(E.METHODS))
     ap.add_argument("--train", type=int, default=200)
     ap.add_argument("--test", type=int, default=100)
@@ -76,17 +78,19 @@ def main():
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir())/"mlrpl-same-outputs")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    E.prepare(a)
     old = E.old_tree(a.against, a.work/"old"/a.against.replace("/", "_"))
+    new = E.old_tree(a.new, a.work/"new"/a.new.replace("/", "_")) if a.new else None
+    if new: sys.path.insert(0, new)  # the data and caches are made by the package compared as new
+    E.prepare(a)
     bad = 0
     with tempfile.TemporaryDirectory() as d:
         for m in a.methods.split(","):
             o, n = Path(d)/m/"old", Path(d)/m/"new"
-            run_one(a, m, o, old); run_one(a, m, n, None)
+            run_one(a, m, o, old); run_one(a, m, n, new)
             diffs = compare(o, n)
             bad += bool(diffs)
             print(f"{m:6} {'identical' if not diffs else 'DIFFERENT: ' + '; '.join(diffs)}", flush=True)
-    print(f"{a.against} vs working tree: {len(a.methods.split(',')) - bad} of {len(a.methods.split(','))} methods bit-identical")
+    print(f"{a.against} vs {a.new or 'working tree'}: {len(a.methods.split(',')) - bad} of {len(a.methods.split(','))} methods bit-identical")
     sys.exit(1 if bad else 0)
 
 
