@@ -18,9 +18,9 @@ from .core import data_root
 from .data import DATASETS, CocoMultiLabel, _split
 
 # %% auto #0
-__all__ = ['FASHION_CLASSES', 'FASHION_OUTFITS', 'DIGIT_CLASSES', 'DIGIT_OUTFITS', 'SYSTEM_FASHION_MNIST', 'read_idx',
-           'find_fashion_mnist', 'load_fashion_mnist', 'load_digits_source', 'compose_scenes', 'write_fashion_scenes',
-           'fashionscenes', 'fashionscenes_digits']
+__all__ = ['FASHION_CLASSES', 'FASHION_OUTFITS', 'DIGIT_CLASSES', 'DIGIT_OUTFITS', 'SYSTEM_FASHION_MNIST', 'SCENE_GARMENTS',
+           'read_idx', 'find_fashion_mnist', 'load_fashion_mnist', 'load_digits_source', 'compose_scenes',
+           'write_fashion_scenes', 'fashionscenes', 'fashionscenes_digits']
 
 # %% ../nbs/02b_fashionscenes.ipynb #c12b3aa5
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -130,8 +130,10 @@ def compose_scenes(images:np.ndarray, # (M, 28, 28) uint8 source garments
     return canvas, objects
 
 # %% ../nbs/02b_fashionscenes.ipynb #b07ab52d
+SCENE_GARMENTS = slice(0, 30000)  # the Fashion-MNIST training images scenes are made of; 30,000-59,999 pre-train GarmentNet
+
 def write_fashion_scenes(root, # output folder
-                         n_train:int=8000, n_val:int=2000, # scenes per split
+                         n_train:int=500, n_val:int=1000, # scenes per split
                          cooc:float=0.8, # outfit strength in [0, 1]
                          seed:int=0,
                          source:str="fashion-mnist", # "fashion-mnist" or "digits" (tiny, for tests)
@@ -142,7 +144,7 @@ def write_fashion_scenes(root, # output folder
     if source == "fashion-mnist": loader, names, outfits = load_fashion_mnist, FASHION_CLASSES, FASHION_OUTFITS
     elif source == "digits": loader, names, outfits = load_digits_source, DIGIT_CLASSES, DIGIT_OUTFITS
     else: raise ValueError(f"source must be 'fashion-mnist' or 'digits', got {source!r}")
-    params = dict(n_train=n_train, n_val=n_val, cooc=cooc, seed=seed, source=source, version=1)
+    params = dict(n_train=n_train, n_val=n_val, cooc=cooc, seed=seed, source=source, version=2)  # 2: train scenes from SCENE_GARMENTS only
     rec = root/"fashionscenes.json"
     if rec.is_file():
         old = json.loads(rec.read_text())
@@ -155,6 +157,7 @@ def write_fashion_scenes(root, # output folder
     (root/"annotations").mkdir(parents=True, exist_ok=True)
     for split, n, src_split, s in (("train", n_train, "train", seed), ("val", n_val, "test", seed + 1)):
         x, y = loader(src_split)
+        if source == "fashion-mnist" and src_split == "train": x, y = x[SCENE_GARMENTS], y[SCENE_GARMENTS]  # never GarmentNet's
         scenes, objects = compose_scenes(x, y, outfit_idx, n, cooc, s, len(names))
         d = root/"images"/split; d.mkdir(parents=True, exist_ok=True)
         images, anns = [], []
