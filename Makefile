@@ -27,7 +27,8 @@ paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (
 	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(R)/main -p tables_dir ../../tables -p dataset fashionscenes
 	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(R)/main:$(R)/ablations -p tables_dir ../../tables -p dataset fashionscenes
 	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(R)/cooc -p tables_dir ../../tables -p figures_dir ../../figures -p dataset fashionscenes
-	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main -p figures_dir ../../figures -p dataset fashionscenes
+	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main -p figures_dir ../../figures -p dataset fashionscenes -p annotations ""
+	$(PM) nbs/paper/claims.ipynb $(RESULTS)/paper/claims.ipynb -p results $(R)/main:$(R)/ablations -p cooc_results $(R)/cooc -p tables_dir ../../tables -p dataset fashionscenes -p cooc_dataset fashionscenes
 
 test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 	$(BIN)/python tests/run.py

@@ -15,12 +15,16 @@ import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['PAPER_PROPS', 'METHOD_ORDER', 'METRICS', 'METRIC_NAMES', 'METRIC_SHORT', 'RUN_COLUMNS', 'PAPER_COLUMNS',
-           'read_params', 'cooc_strength', 'run_folders', 'collect', 'unfinished', 'paper_results', 'pct', 'fmt',
-           'order_labels', 'main_table', 'tidy_main', 'ablation_table', 'tidy_ablations', 'cooc_gain', 'cooc_table',
-           'to_markdown', 'to_latex', 'save_table', 'save_figure', 'load_analysis', 'run_title', 'class_colors',
-           'plot_cooccurrence', 'plot_features_tsne', 'plot_attention', 'pseudo_history', 'has_pseudo_labels',
-           'plot_pseudo_labels', 'plot_map_vs_known', 'plot_cooc_gain']
+__all__ = ['PAPER_PROPS', 'METHOD_ORDER', 'METRICS', 'METRIC_NAMES', 'METRIC_SHORT', 'SCHEDULE', 'RUN_COLUMNS', 'PAPER_COLUMNS',
+           'BASELINE', 'CLAIMED', 'ABLATIONS', 'VERDICT_SDS', 'TARGET_POINTS', 'VERDICTS', 'CLAIM_COLUMNS', 'MARKERS',
+           'BLEND_ENTRIES', 'read_params', 'cooc_strength', 'run_folders', 'collect', 'run_table', 'unfinished',
+           'paper_results', 'pct', 'fmt', 'order_labels', 'main_table', 'tidy_main', 'schedule_text', 'seeds_text',
+           'describe', 'ablation_table', 'tidy_ablations', 'cooc_gain', 'cooc_table', 'verdict', 'meets_target',
+           'paired_gain', 'cooc_slope', 'claims', 'claims_table', 'claims_caption', 'to_markdown', 'to_latex',
+           'save_table', 'save_figure', 'load_analysis', 'run_title', 'run_caption', 'markers', 'class_colors',
+           'plot_cooccurrence', 'plot_features_tsne', 'test_annotations', 'garment_boxes', 'attention_share',
+           'share_text', 'plot_attention', 'pseudo_history', 'has_pseudo_labels', 'plot_pseudo_labels', 'blend_history',
+           'plot_blending', 'mechanism_table', 'plot_map_vs_known', 'plot_cooc_gain']
 
 # %% ../nbs/21_report.ipynb #9b559ab8
 PAPER_PROPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the known proportions of the papers' tables
@@ -30,7 +34,8 @@ METRICS = {"map": "test_mAP_last", "map_at_best_val": "test_mAP_at_best_val", "m
 METRIC_NAMES = {"map": "test mAP, last epoch (%)", "map_at_best_val": "test mAP at the best validation epoch (%)",
                 "map_official": "best test mAP over epochs (%)", "of1": "test OF1, last epoch (%)", "cf1": "test CF1, last epoch (%)"}
 METRIC_SHORT = {"map": "mAP", "map_at_best_val": "mAP at best val.", "map_official": "best test mAP", "of1": "OF1", "cf1": "CF1"}
-RUN_COLUMNS = ["dataset", "method", "label", "known_prop", "seed", "mask_scheme", "options", "cooc", *METRICS, "run_dir"]
+SCHEDULE = ("data_root", "backbone", "pretrained", "input_size", "epochs")  # params.json fields that captions state
+RUN_COLUMNS = ["dataset", "method", "label", "known_prop", "seed", "mask_scheme", "options", "cooc", *SCHEDULE, *METRICS, "run_dir"]
 _COOC = re.compile(r"cooc[-_=]?(\d+(?:\.\d+)?)")
 
 def _read_json(path:Path) -> dict:
@@ -74,7 +79,7 @@ def run_folders(root) -> list[Path]:
 def _row(d:Path, p:dict) -> dict:
     return dict(dataset=p["dataset"], method=p["method"], label=p.get("label") or p["method"], known_prop=round(float(p["known_prop"]), 6),
                 seed=int(p["seed"]), mask_scheme=p.get("mask_scheme", "entry"), options=json.dumps(p.get("options") or {}, sort_keys=True),
-                cooc=cooc_strength(p, d), run_dir=str(d))
+                cooc=cooc_strength(p, d), **{k: p.get(k) for k in SCHEDULE}, run_dir=str(d))
 
 def collect(root, # a folder searched recursively for run folders
            ) -> pd.DataFrame: # one row per finished run; metrics in percent
@@ -89,6 +94,10 @@ def collect(root, # a folder searched recursively for run folders
         rows.append(r)
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
+def run_table(run_dirs) -> pd.DataFrame:
+    "`collect`'s columns but the metrics for the given run folders, finished or not (what figures of several runs caption)."
+    return pd.DataFrame([_row(Path(d), read_params(d)) for d in run_dirs], columns=[c for c in RUN_COLUMNS if c not in METRICS])
+
 def unfinished(root) -> pd.DataFrame:
     "The runs under `root` without metrics.json (interrupted, failed or still running) and how many epochs they logged."
     rows = []
@@ -96,8 +105,8 @@ def unfinished(root) -> pd.DataFrame:
         if (d/"metrics.json").is_file(): continue
         p = read_params(d)
         h = d/"history.csv"
-        rows.append({**_row(d, p), "epochs_done": len(pd.read_csv(h)) if h.is_file() else 0, "epochs": p.get("epochs")})
-    return pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c not in METRICS] + ["epochs_done", "epochs"])
+        rows.append({**_row(d, p), "epochs_done": len(pd.read_csv(h)) if h.is_file() else 0})
+    return pd.DataFrame(rows, columns=[c for c in RUN_COLUMNS if c not in METRICS] + ["epochs_done"])
 
 # %% ../nbs/21_report.ipynb #c2cf8a8f
 PAPER_COLUMNS = ["dataset", "method", "known_prop", "metric", "value", "source"]
@@ -173,14 +182,14 @@ def order_labels(df:pd.DataFrame) -> list[str]:
 def main_table(df:pd.DataFrame, # finished runs of one dataset (`collect`), one per (label, known_prop, seed)
                metric:str="map", # a metric column of `collect`
                paper:pd.DataFrame|None=None, # published numbers (`paper_results`) to set beside the rows
-               props=PAPER_PROPS, # known proportions shown as columns and averaged (others in the runs are shown too)
+               props=PAPER_PROPS, # the papers' known proportions, over which `Avg.` is taken (a row with fewer says k/9)
               ) -> pd.DataFrame: # cells as strings, index 'configuration'
-    "The papers' layout: a row per configuration, a column per known proportion, their average, the published numbers."
+    "The papers' layout: a row per configuration, a column per known proportion that was run, their average, the published numbers."
     if metric not in METRICS: raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
     dataset = _one_dataset(df, "main_table")
     _unique(df, ["label", "known_prop", "seed"])
     props = tuple(round(float(p), 6) for p in props)
-    cols = sorted(set(props) | set(df.known_prop))
+    cols = sorted(set(df.known_prop))  # only what was run: no column of dashes
     pap = paper[(paper.dataset == dataset) & (paper.metric == metric)] if paper is not None else pd.DataFrame(columns=PAPER_COLUMNS)
     pcols = [p for p in sorted(pap.known_prop.dropna().unique())] + ([np.nan] if pap.known_prop.isna().any() else [])
     pname = lambda p: "paper Avg." if np.isnan(p) else f"paper {pct(p)}"
@@ -190,9 +199,9 @@ def main_table(df:pd.DataFrame, # finished runs of one dataset (`collect`), one 
         sub = df[df.label == label]
         vals = {p: sub[sub.known_prop == p][metric].to_numpy() for p in cols}
         row = {pct(p): fmt(v) for p, v in vals.items()}
-        have = [p for p in props if len(vals[p])]
+        have = [p for p in props if p in vals and len(vals[p])]
         avg = fmt([np.mean([vals[p].mean() for p in have])]) if have else "–"
-        row["Avg."] = avg if len(have) in (0, len(props)) else f"{avg} ({len(have)}/{len(props)})"
+        if len(cols) > 1: row["Avg."] = avg if len(have) in (0, len(props)) else f"{avg} ({len(have)}/{len(props)})"
         mine = pap[pap.method == label]
         for p in pcols: row[pname(p)] = fmt(mine[mine.known_prop.isna() if np.isnan(p) else mine.known_prop == p].value)
         if len(pap): row["source"] = "; ".join(sorted(mine.source.unique()))
@@ -217,20 +226,57 @@ def tidy_main(df:pd.DataFrame, # finished runs (`collect`)
     out = out.assign(_r=out.method.map(rank)).sort_values(["dataset", "source", "_r", "known_prop", "seed"], na_position="last")
     return out.drop(columns="_r").reset_index(drop=True)
 
+# %% ../nbs/21_report.ipynb #e2a17017
+def _known(df:pd.DataFrame, col:str) -> list:
+    "The distinct recorded values of a column (None and NaN are unrecorded)."
+    return sorted({x for x in df[col] if x is not None and x == x}, key=str) if col in df else []
+
+def _either(values:list, show=str, none:str="unrecorded") -> str: return " or ".join(show(x) for x in values) if values else none
+
+def _weights(w) -> str: return "random init" if not w else "ImageNet weights" if w == "imagenet" else f"weights {Path(str(w)).name}"
+
+def schedule_text(df:pd.DataFrame) -> str:
+    "The runs' schedule: '4 epochs, efficientnet_lite0 (random init), 128 px' (every value where the runs differ)."
+    ep, bb, w, px = (_known(df, c) for c in ("epochs", "backbone", "pretrained", "input_size"))
+    return f"{_either(ep, lambda e: str(int(e)))} epochs, {_either(bb)} ({_either(w, _weights, 'weights unrecorded')}), {_either(px, lambda s: str(int(s)))} px"
+
+def seeds_text(df:pd.DataFrame) -> str:
+    "Seeds per known proportion, proportions with the same seeds together: '10%: 3 seeds (0, 1, 2); 90%: 1 seed (0)'."
+    parts = {}
+    for p, g in df.groupby("known_prop", sort=True):
+        n = g.groupby("label").seed.nunique()
+        k = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+        parts.setdefault(f"{k} seed{'s' if n.max() > 1 else ''} ({', '.join(str(s) for s in sorted(g.seed.unique()))})", []).append(pct(p))
+    return "; ".join(f"{', '.join(ps)}: {t}" for t, ps in parts.items())
+
+def describe(df:pd.DataFrame, # runs (`collect` or `run_table`)
+             metric:str|None=None, # the metric shown, if any
+            ) -> str:
+    "A caption's facts: dataset (folder), schedule, metric, seeds per known proportion."
+    if not len(df): raise ValueError("describe needs at least one run")
+    roots = sorted({Path(r).name for r in _known(df, "data_root") if r})
+    data = ", ".join(sorted(df.dataset.unique())) + (f" ({', '.join(roots)})" if roots else "")
+    return f"{data}; {schedule_text(df)}" + (f"; {METRIC_NAMES[metric]}" if metric else "") + f"; seeds: {seeds_text(df)}"
+
 # %% ../nbs/21_report.ipynb #2806c49d
+def _with_variants(df:pd.DataFrame) -> pd.DataFrame:
+    "The runs of methods that have variants, at the proportions where their variants ran."
+    var = df[df.label != df.method]
+    return df[df.method.isin(var.method) & df.set_index(["method", "known_prop"]).index.isin(var.set_index(["method", "known_prop"]).index)]
+
 def ablation_table(df:pd.DataFrame, # finished runs of one dataset
                    metric:str="map",
                   ) -> pd.DataFrame: # index (method, configuration)
     "The main layout for every method that has variants: the method's own row, then its variants."
     _one_dataset(df, "ablation_table")
-    methods = [m for m in order_labels(pd.DataFrame(dict(method=df.method, label=df.method))) if (df[df.method == m].label != m).any()]
+    sub = _with_variants(df)
+    methods = [m for m in order_labels(pd.DataFrame(dict(method=df.method, label=df.method))) if m in set(sub.method)]
     if not methods: raise ValueError(f"no run of {df.dataset.iloc[0]} has a label other than its method's name, so there is no ablation to show")
-    return pd.concat({m: main_table(df[df.method == m], metric) for m in methods}, names=["method"])
+    return pd.concat({m: main_table(sub[sub.method == m], metric) for m in methods}, names=["method"]).fillna("–")
 
 def tidy_ablations(df:pd.DataFrame, metric:str="map") -> pd.DataFrame:
-    "The long form of the ablation table: one row per run of a method that has variants, with its options."
-    has = df.groupby("method").label.transform(lambda l: (l != l.name).any())
-    out = df[has][["dataset", "method", "label", "known_prop", "seed", metric, "options"]]
+    "The long form of the ablation table: one row per run it shows, with its options."
+    out = _with_variants(df)[["dataset", "method", "label", "known_prop", "seed", metric, "options"]]
     rank = {l: i for i, l in enumerate(order_labels(out))}
     return out.assign(_r=out.label.map(rank)).sort_values(["dataset", "_r", "known_prop", "seed"]).drop(columns="_r").reset_index(drop=True)
 
@@ -238,7 +284,7 @@ def tidy_ablations(df:pd.DataFrame, metric:str="map") -> pd.DataFrame:
 def cooc_gain(df:pd.DataFrame, # finished runs of one dataset, with a `cooc` strength each
               baseline:str="ssgrl", # the label the others are compared with
               metric:str="map",
-             ) -> pd.DataFrame: # dataset, method, label, cooc, known_prop, seed, <metric>, baseline, baseline_<metric>, gain
+             ) -> pd.DataFrame: # dataset, method, label, cooc, known_prop, seed, <metric>, baseline, baseline_<metric>, gain, the schedule
     "Each configuration's `metric` minus the baseline's at the same co-occurrence strength, known proportion and seed."
     _one_dataset(df, "cooc_gain")
     if df.cooc.isna().any(): raise ValueError(f"runs without a co-occurrence strength: {', '.join(df[df.cooc.isna()].run_dir)}; "
@@ -254,7 +300,8 @@ def cooc_gain(df:pd.DataFrame, # finished runs of one dataset, with a `cooc` str
     m = m.assign(baseline=baseline, gain=m[metric] - m[f"baseline_{metric}"])
     rank = {l: i for i, l in enumerate(order_labels(m))}
     m = m.assign(_r=m.label.map(rank)).sort_values(["known_prop", "_r", "cooc", "seed"])
-    return m[["dataset", "method", "label", "cooc", "known_prop", "seed", metric, "baseline", f"baseline_{metric}", "gain"]].reset_index(drop=True)
+    keep = ["dataset", "method", "label", "cooc", "known_prop", "seed", metric, "baseline", f"baseline_{metric}", "gain"]
+    return m[keep + [c for c in SCHEDULE if c in m]].reset_index(drop=True)  # the schedule, for captions
 
 def cooc_table(gain:pd.DataFrame, # `cooc_gain`'s result
                metric:str="map",
@@ -267,6 +314,129 @@ def cooc_table(gain:pd.DataFrame, # `cooc_gain`'s result
         for label in order_labels(g):
             rows[(pct(p), f"{label} (gain, points)")] = {f"cooc {c:g}": fmt(x.gain, sign=True) for c, x in g[g.label == label].groupby("cooc")}
     return pd.DataFrame.from_dict(rows, orient="index").fillna("–").rename_axis(["known", "configuration"])
+
+# %% ../nbs/21_report.ipynb #e6967d94
+BASELINE = "ssgrl"  # the SARL head without transfer, which every method extends
+CLAIMED = ("sst", "hst", "sarb", "dsrb", "clsl")  # the methods whose papers claim to beat it
+ABLATIONS = {("sst", "IST"): "sst: CST only", ("sst", "CST"): "sst: IST only",
+             ("hst", "IST"): "hst: CST only", ("hst", "CST"): "hst: IST only", ("hst", "DTL"): "hst: DTL off",
+             ("sarb", "ILRB"): "sarb: PLRB only", ("sarb", "PLRB"): "sarb: ILRB only",
+             ("dsrb", "IPRB"): "dsrb: PPRB only", ("dsrb", "PPRB"): "dsrb: IPRB only",
+             ("clsl", "SRFL"): "clsl: without SRFL", ("clsl", "JLS"): "clsl: without JLS"}  # (method, module) → grids/ablations.yaml's label of the method without it
+VERDICT_SDS = 2.0  # a difference holds (or is contradicted) beyond this many standard deviations of itself
+TARGET_POINTS = 2.0  # the project's target: each method beats the baseline at 10% by at least this many points, and by > VERDICT_SDS std
+VERDICTS = ("holds", "not at this scale", "contradicted", "not run")
+CLAIM_COLUMNS = ["claim", "difference", "known", "mean", "std", "n", "seeds", "verdict", "target", "note"]
+
+def verdict(d, # per-seed differences (points)
+            sds:float=VERDICT_SDS) -> str:
+    "'holds' / 'contradicted' where the mean is beyond `sds` sample std of the differences on its side of 0, else 'not at this scale'; 'not run' without any."
+    d = np.asarray(d, float)
+    if d.size == 0: return "not run"
+    if d.size < 2: return "not at this scale"  # one seed: no spread to judge by
+    m, s = d.mean(), d.std(ddof=1)
+    return "holds" if m > 0 and m > sds*s else "contradicted" if m < 0 and -m > sds*s else "not at this scale"
+
+def meets_target(d, points:float=TARGET_POINTS, sds:float=VERDICT_SDS) -> str:
+    "'met' where the mean difference is ≥ `points` and > `sds` sample std (two seeds or more), else 'not met'; 'not run' without any."
+    d = np.asarray(d, float)
+    if d.size == 0: return "not run"
+    return "met" if d.size >= 2 and d.mean() >= points and d.mean() > sds*d.std(ddof=1) else "not met"
+
+# %% ../nbs/21_report.ipynb #ca5fe6c9
+def paired_gain(df:pd.DataFrame, # finished runs (`collect`) of one dataset
+                a:str, b:str, # configuration labels: the difference is a − b
+                known_prop:float,
+                metric:str="map",
+               ) -> tuple[pd.Series, str]: # differences indexed by seed, and a note on what is missing ('' when nothing is)
+    "Seed by seed, `a`'s metric minus `b`'s at `known_prop` (runs of one seed share the mask, initialisation and order)."
+    _unique(df, ["label", "known_prop", "seed"])
+    at = df[np.isclose(df.known_prop, known_prop)]
+    side = {l: at[at.label == l].set_index("seed")[metric] for l in (a, b)}
+    for l, s in side.items():
+        if s.isna().any(): raise ValueError(f"{metric} is NaN in {', '.join(at[(at.label == l) & at[metric].isna()].run_dir)}")
+    lack = [repr(l) for l, s in side.items() if not len(s)]
+    if lack: return pd.Series(dtype=float), f"no run of {' or '.join(lack)} at {pct(known_prop)} known"
+    d = (side[a] - side[b]).dropna().sort_index()  # the seeds both ran
+    alone = "; ".join(f"seed {', '.join(map(str, sorted(set(s.index) - set(d.index))))} of {l!r} without a pair"
+                      for l, s in side.items() if set(s.index) - set(d.index))
+    if not len(d): return d, f"no seed run by both {a!r} and {b!r} at {pct(known_prop)} known ({alone})"
+    return d, alone
+
+def _claim(claim:str, difference:str, known:str, d:pd.Series, note:str="", target:bool=False) -> dict:
+    v = d.to_numpy(float)
+    return dict(claim=claim, difference=difference, known=known, mean=v.mean() if v.size else np.nan, std=v.std(ddof=1) if v.size > 1 else np.nan,
+                n=v.size, seeds=", ".join(str(s) for s in d.index), verdict=verdict(v), target=meets_target(v) if target else "", note=note)
+
+# %% ../nbs/21_report.ipynb #e996fc4b
+def cooc_slope(gain:pd.DataFrame, # `cooc_gain`'s result
+               label:str, # the configuration whose gain is followed
+              ) -> tuple[pd.Series, str]: # slopes indexed by seed, and a note with the mean gain at each strength
+    "Per seed, the least-squares slope of `label`'s gain against the co-occurrence strength (points per unit of strength)."
+    g = gain[gain.label == label]
+    if not len(g): return pd.Series(dtype=float), f"no {label!r} run in the co-occurrence experiment"
+    by = dict(list(g.groupby("seed")))
+    d = pd.Series({s: np.polyfit(x.cooc, x.gain, 1)[0] for s, x in by.items() if x.cooc.nunique() > 1}, dtype=float)
+    means = g.groupby("cooc").gain.mean()
+    note = f"mean gain at cooc {' / '.join(f'{c:g}' for c in means.index)}: {' / '.join(f'{v:+.1f}' for v in means)}"
+    few = [str(s) for s, x in by.items() if x.cooc.nunique() < 2]
+    return d, note + (f"; seed {', '.join(few)} ran at one strength only" if few else "")
+
+def _cooc_claim(cooc, ist:str, baseline:str, low:float, metric:str) -> dict:
+    args = (f"IST's gain over {baseline} grows with co-occurrence", f"slope of ({ist} − {baseline}) over cooc, points per unit", pct(low))
+    if cooc is None or not len(cooc): return _claim(*args, pd.Series(dtype=float), "no co-occurrence runs given")
+    at = cooc[np.isclose(cooc.known_prop, low) & cooc.label.isin([ist, baseline])]
+    lack = [repr(l) for l in (ist, baseline) if l not in set(at.label)]
+    if lack: return _claim(*args, pd.Series(dtype=float), f"no run of {' or '.join(lack)} at {pct(low)} known in the co-occurrence experiment")
+    return _claim(*args, *cooc_slope(cooc_gain(at, baseline, metric), ist))
+
+def _shrink_claim(runs, m:str, baseline:str, low:float, high:float, metric:str) -> dict:
+    lo, n_lo = paired_gain(runs, m, baseline, low, metric)
+    hi, n_hi = paired_gain(runs, m, baseline, high, metric)
+    args = (f"{m}'s gain over {baseline} shrinks as more labels are known", f"({m} − {baseline}) at {pct(low)} − at {pct(high)}", f"{pct(low)}, {pct(high)}")
+    notes = [n for n in (n_lo, n_hi) if n]
+    if not len(lo) or not len(hi): return _claim(*args, pd.Series(dtype=float), "; ".join(notes))
+    both = lo.index.intersection(hi.index)
+    if len(both) >= 2: return _claim(*args, lo[both] - hi[both], "; ".join(notes))
+    many, few, sign, p, q = (lo, hi, 1, high, low) if len(lo) >= len(hi) else (hi, lo, -1, low, high)
+    notes.insert(0, f"{pct(p)}: {len(few)} seed{'s' if len(few) > 1 else ''} ({', '.join(map(str, few.index))}); "
+                    f"{'its gain' if len(few) == 1 else 'their mean gain'} is set against each {pct(q)} seed's, so the spread is the {pct(q)} side's")
+    return _claim(*args, sign*(many - few.mean()), "; ".join(notes))
+
+# %% ../nbs/21_report.ipynb #b35407e9
+def claims(runs:pd.DataFrame, # finished runs of the main table and the ablations (`collect`), one dataset
+           cooc:pd.DataFrame|None=None, # finished runs of the co-occurrence experiment, each with a `cooc` strength (None: not run)
+           baseline:str=BASELINE,
+           low:float=0.1, high:float=0.9, # the known proportions of the claims (most at `low`; the shrinking gain from `low` to `high`)
+           metric:str="map",
+           ist:str="sst: IST only", # the configuration whose gain the co-occurrence claim follows (SST without CST)
+          ) -> pd.DataFrame: # CLAIM_COLUMNS, one row per claim, none left out
+    "Every claim of the papers the miniature can test: its per-seed difference's mean, std, n, seeds, verdict and, for the first ones, the target."
+    if metric not in METRICS: raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    _one_dataset(runs, "claims")
+    rows = [_claim(f"{m} beats {baseline}", f"{m} − {baseline}", pct(low), *paired_gain(runs, m, baseline, low, metric), target=True) for m in CLAIMED]
+    rows += [_claim(f"{a} ≥ {b}", f"{a} − {b}", pct(low), *paired_gain(runs, a, b, low, metric)) for a, b in (("hst", "sst"), ("dsrb", "sarb"))]
+    rows += [_claim(f"removing {module} costs {m} mAP", f"{m} − ({variant})", pct(low), *paired_gain(runs, m, variant, low, metric))
+             for (m, module), variant in ABLATIONS.items()]
+    rows.append(_cooc_claim(cooc, ist, baseline, low, metric))
+    rows += [_shrink_claim(runs, m, baseline, low, high, metric) for m in CLAIMED]
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+def claims_table(c:pd.DataFrame) -> pd.DataFrame:
+    "`claims` as shown: the signed mean and the std to 0.1 points ('–' where undefined), n as an integer."
+    num = lambda v, sign=False: fmt([v], sign=sign) if np.isfinite(v) else "–"
+    return c.assign(mean=[num(v, True) for v in c["mean"]], std=[num(v) for v in c["std"]], n=c.n.astype(int).astype(str))
+
+def claims_caption(runs:pd.DataFrame, cooc:pd.DataFrame|None=None, baseline:str=BASELINE, metric:str="map",
+                   sds:float=VERDICT_SDS, points:float=TARGET_POINTS) -> str:
+    "The claims table's caption: what was run, the pairing, the verdict rule and the project's target."
+    text = f"Claims of the papers tested on {describe(runs, metric)}."
+    if cooc is not None and len(cooc): text += f" Co-occurrence row: {describe(cooc, metric)}; strengths {', '.join(f'{c:g}' for c in sorted(cooc.cooc.unique()))}."
+    return text + (f" Each difference is taken seed by seed (a seed fixes the mask, the initialisation and the data order, so the runs of one seed are "
+                   f"paired): mean, sample std and n over the seeds, in {METRIC_SHORT[metric]} points. Verdict: holds if mean > 0 and mean > {sds:g} std; "
+                   f"contradicted if mean < 0 and −mean > {sds:g} std; otherwise not at this scale (so too with one seed: no spread); not run: a "
+                   f"configuration the difference needs has no run (the note says which). The project's target: every method beats {baseline} at "
+                   f"10% by ≥ {points:g} points and by more than {sds:g} std of the difference (column target).")
 
 # %% ../nbs/21_report.ipynb #4da814f2
 def _text(v) -> str:
@@ -307,12 +477,14 @@ def save_table(table:pd.DataFrame, # the table as shown
                name:str, # file stem: name.md, name.tex, name.csv
                tables_dir, # created when missing
                csv:pd.DataFrame|None=None, # what name.csv holds instead of `table` (its long form)
+               caption:str="", # what the table shows and on what: a paragraph above it in name.md, comment lines above it in name.tex
               ) -> list[Path]:
     "Write `table` as Markdown, LaTeX and CSV; same table, same bytes."
     d = Path(tables_dir); d.mkdir(parents=True, exist_ok=True)
     stem = _stem(name)
-    (d/f"{stem}.md").write_text(to_markdown(table), encoding="utf-8")
-    (d/f"{stem}.tex").write_text(to_latex(table), encoding="utf-8")
+    (d/f"{stem}.md").write_text((f"{caption}\n\n" if caption else "") + to_markdown(table), encoding="utf-8")
+    tex_caption = "".join(f"% {line}\n" for line in textwrap.wrap(caption, 110))  # a comment: the tabular stays \input-able inside a table float
+    (d/f"{stem}.tex").write_text(tex_caption + to_latex(table), encoding="utf-8")
     c = csv if csv is not None else table
     c = c if isinstance(c.index, pd.RangeIndex) else c.reset_index()
     c.to_csv(d/f"{stem}.csv", index=False, float_format="%.6g", lineterminator="\n", encoding="utf-8")
@@ -327,6 +499,7 @@ def save_figure(fig, # a matplotlib Figure
     "Write `fig` as PNG and PDF without dates or software stamps; same figure, same bytes."
     d = Path(figures_dir); d.mkdir(parents=True, exist_ok=True)
     stem = _stem(name)
+    fig.draw_without_rendering(); fig.set_layout_engine("none")  # the layout, solved once and kept: each solve starts from the last one
     fig.savefig(d/f"{stem}.png", dpi=dpi, metadata={"Software": None})
     fig.savefig(d/f"{stem}.pdf", metadata={"CreationDate": None, "Producer": None})
     return [d/f"{stem}.png", d/f"{stem}.pdf"]
@@ -345,9 +518,21 @@ def run_title(run_dir) -> str:
     p = read_params(run_dir)
     return f"{p.get('label') or p['method']}, {pct(p['known_prop'])} known, seed {p['seed']}"
 
+def run_caption(run_dir) -> str:
+    "A one-run figure's caption: dataset (folder) and schedule, then the run: 'fashionscenes_digits; 4 epochs, …, 128 px; hst, 10% known, seed 0'."
+    t = run_table([run_dir])
+    root = t.data_root.item()
+    return f"{t.dataset.item()}{f' ({Path(root).name})' if root else ''}; {schedule_text(t)}; {run_title(run_dir)}"
+
 def _figure(w:float, h:float):
     from matplotlib.figure import Figure
     return Figure(figsize=(w, h), layout="constrained")
+
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")  # lines differ by marker as well as colour
+
+def markers(n:int) -> list[str]:
+    "n markers, cycling through MARKERS."
+    return [MARKERS[i % len(MARKERS)] for i in range(n)]
 
 def class_colors(n:int) -> np.ndarray:
     "n distinguishable colours (RGBA rows): tab10, tab20, or evenly spaced hues beyond 20 classes."
@@ -402,7 +587,7 @@ def plot_cooccurrence(run_dir, # a finished run of a method with IST (sst, hst)
         axes.append(fig.add_subplot(gs[1, 1 + j]))  # rows share the class order: names on the left-most matrix of a row
         _matrix(axes[-1], a["cooc"][i][ix], names, bold=own, title="IST: P(both in this image)", ylabels=j == 0 and not has_graph, fontsize=fs)
     fig.colorbar(im, ax=axes, shrink=0.6, label="probability")
-    fig.suptitle(f"Label co-occurrence ({run_title(run_dir)})", fontsize=10)
+    fig.suptitle(f"Label co-occurrence: the dataset's, the model's label graph, and IST's for single test images\n{run_caption(run_dir)}", fontsize=9)
     return fig
 
 # %% ../nbs/21_report.ipynb #56f50c26
@@ -430,18 +615,90 @@ def plot_features_tsne(run_dir, # a finished run
     from threadpoolctl import threadpool_limits
     with threadpool_limits(1):  # one thread: the same embedding on any machine, and no threads waiting on a busy core
         E = TSNE(2, perplexity=min(perplexity, (len(Z) - 1)/3), init="pca", random_state=random_state).fit_transform(Z)
-    names, col = [str(n) for n in a["class_names"]], class_colors(len(a["class_names"]))
+    names, col, mk = [str(n) for n in a["class_names"]], class_colors(len(a["class_names"])), markers(len(a["class_names"]))
     fig = _figure(7.2, 5.2); ax = fig.add_subplot()
-    for c in np.unique(y): ax.scatter(*E[:len(X)][y == c].T, s=14, color=col[c], label=names[c], alpha=0.8, linewidths=0)
+    for c in np.unique(y): ax.scatter(*E[:len(X)][y == c].T, s=14, color=col[c], marker=mk[c], label=names[c], alpha=0.8, linewidths=0)
     if len(P): ax.scatter(*E[len(X):].T, s=140, marker="*", c=col[Py], edgecolors="black", linewidths=0.7)
     ax.set_xticks([]); ax.set_yticks([])
     from matplotlib.lines import Line2D
-    handles = [Line2D([], [], ls="", marker="o", ms=5, color=col[c], label=names[c]) for c in np.unique(y)]
+    handles = [Line2D([], [], ls="", marker=mk[c], ms=5, color=col[c], label=names[c]) for c in np.unique(y)]
     if len(P): handles.append(Line2D([], [], ls="", marker="*", ms=12, mfc="white", mec="black", label="prototype (its class's colour)"))
     ax.set_title(f"t-SNE of class features: {len(X)} test positives" + (f", {len(P)} prototypes" if len(P) else "")
-                 + f"\n({run_title(run_dir)})", fontsize=9)
+                 + f"\n{run_caption(run_dir)}", fontsize=9)
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return fig
+
+# %% ../nbs/21_report.ipynb #c3d06ac9
+def test_annotations(run_dir) -> Path:
+    "The COCO instances file of a FashionScenes run's test split, next to the images folder its dataset.json names."
+    ds = Path(run_dir)/"dataset.json"
+    if not ds.is_file(): raise FileNotFoundError(f"{ds} does not exist, so the test split's boxes cannot be found; pass annotations= (its COCO instances file)")
+    d = _read_json(ds)
+    name, images = str(d.get("name") or ""), d.get("images")
+    if not name.startswith("fashionscenes") or not images:
+        raise ValueError(f"{ds}: the test boxes are found for FashionScenes runs only (this is {name!r}); pass annotations= (the test split's COCO instances file)")
+    if not Path(images).is_absolute(): raise ValueError(f"{ds} names the images folder {images!r} relative to a working directory it does not record; pass annotations=")
+    path = Path(images).parent.parent/"annotations"/"instances_val.json"  # <root>/images/train → <root>/annotations/instances_val.json
+    if not path.is_file(): raise FileNotFoundError(f"{path}, the test annotations beside the images folder that {ds} names, does not exist; pass annotations=")
+    return path
+
+def garment_boxes(run_dir, # a finished run with analysis.npz
+                  annotations=None, # the test split's COCO instances file (None: `test_annotations(run_dir)`)
+                 ) -> list[dict]: # per sample image: {"size": (W, H), "boxes": {class: [[x, y, w, h], ...]}}
+    "The garment boxes of the sample test images in a run's analysis.npz, checked against their labels."
+    path = Path(annotations) if annotations else test_annotations(run_dir)
+    if not path.is_file(): raise FileNotFoundError(f"annotation file {path} does not exist")
+    d, a = _read_json(path), load_analysis(run_dir)
+    for k in ("images", "annotations", "categories"):
+        if not isinstance(d.get(k), list): raise ValueError(f"{path} is not a COCO instances file: it has no {k!r} list")
+    cats = sorted(d["categories"], key=lambda c: c["id"])  # the class order: sorted category ids, as the dataset reads them
+    names = [str(n) for n in a["class_names"]]
+    if [c["name"] for c in cats] != names: raise ValueError(f"{path}: its categories are not the classes of {Path(run_dir)/'analysis.npz'} ({', '.join(names)})")
+    col, imgs, idx = {c["id"]: j for j, c in enumerate(cats)}, d["images"], [int(i) for i in a["sample_index"]]
+    if max(idx) >= len(imgs): raise ValueError(f"{path} lists {len(imgs)} images; the run's sample test image {max(idx)} is not among them")
+    row = {imgs[i]["id"]: r for r, i in enumerate(idx)}
+    out = [dict(size=(imgs[i].get("width"), imgs[i].get("height")), boxes={}) for i in idx]
+    for an in d["annotations"]:
+        if an.get("image_id") in row: out[row[an["image_id"]]]["boxes"].setdefault(col.get(an.get("category_id"), -1), []).append(an.get("bbox"))
+    for r, (i, o) in enumerate(zip(idx, out)):
+        if None in o["size"] or any(b is None for bs in o["boxes"].values() for b in bs): raise ValueError(f"{path}: image {imgs[i]['id']} lacks width, height or a bbox")
+        if sorted(o["boxes"]) != np.flatnonzero(a["sample_labels"][r] > 0).tolist():
+            raise ValueError(f"{path}: the garments of test image {i} are not its labels in {Path(run_dir)/'analysis.npz'} (is it the test split's file?)")
+    return out
+
+# %% ../nbs/21_report.ipynb #b875b1db
+def _cover(boxes, size, h:int, w:int) -> np.ndarray:
+    "(h, w): the share of each map cell's area inside the union of `boxes` ([x, y, w, h] in an image of `size` = (W, H))."
+    W, H = size
+    inside = np.zeros((H, W), bool)
+    for x, y, bw, bh in boxes: inside[max(0, int(y)):int(np.ceil(y + bh)), max(0, int(x)):int(np.ceil(x + bw))] = True
+    ys, xs = np.linspace(0, H, h + 1).round().astype(int), np.linspace(0, W, w + 1).round().astype(int)
+    return np.array([[inside[ys[r]:ys[r + 1], xs[c]:xs[c + 1]].mean() for c in range(w)] for r in range(h)])
+
+def _map_kind(a:dict, kind:str, run_dir) -> str:
+    if kind == "auto": kind = "attention" if "attention" in a else "assignment"
+    if kind not in ("attention", "assignment"): raise ValueError(f"kind must be 'attention', 'assignment' or 'auto', got {kind!r}")
+    _need(a, kind, run_dir, "per-class maps, which methods with semantic decoupling (attention) or CLSL (assignment) leave")
+    return kind
+
+def attention_share(run_dir, # a finished run
+                    annotations=None, # the test split's COCO instances file (None: found from the run's dataset.json)
+                    kind:str="auto", # "attention", "assignment" or "auto"
+                   ) -> pd.DataFrame: # sample, class, share, uniform
+    "For each sample test image and class in it: the share of the class's map on its garments' boxes, and a uniform map's share."
+    a = load_analysis(run_dir); kind = _map_kind(a, kind, run_dir)
+    maps, names = a[kind].astype(np.float64), [str(n) for n in a["class_names"]]  # (S, C, h, w)
+    rows = []
+    for i, g in enumerate(garment_boxes(run_dir, annotations)):
+        for c, boxes in sorted(g["boxes"].items()):
+            cover, m = _cover(boxes, g["size"], *maps.shape[2:]), maps[i, c]  # (h, w), (h, w)
+            rows.append({"sample": int(a["sample_index"][i]), "class": names[c], "share": float((m*cover).sum()/m.sum()), "uniform": float(cover.mean())})
+    return pd.DataFrame(rows, columns=["sample", "class", "share", "uniform"])
+
+def share_text(share:pd.DataFrame) -> str:
+    "The caption's number: the mean share of a class's map on its garment, beside a uniform map's, over the (image, class) pairs."
+    return (f"{100*share.share.mean():.0f}% of a class's map lies on its garment's boxes (a uniform map: {100*share.uniform.mean():.0f}%), "
+            f"mean over the {len(share)} (image, class) pairs of {share['sample'].nunique()} sample test images")
 
 # %% ../nbs/21_report.ipynb #5ad857fd
 def _upsample(m:np.ndarray, side:int) -> np.ndarray:
@@ -455,18 +712,23 @@ def _sample_scores(run_dir, index:np.ndarray) -> np.ndarray|None:
     with np.load(path) as z: at = {int(i): r for r, i in enumerate(z["index"])}; logits = z["logits"]
     return np.stack([logits[at[int(i)]] for i in index])
 
+def _draw_boxes(ax, boxes, size, side:int):
+    from matplotlib.patches import Rectangle
+    W, H = size
+    for x, y, w, h in boxes: ax.add_patch(Rectangle((x*side/W - 0.5, y*side/H - 0.5), w*side/W, h*side/H, fill=False, ec="cyan", lw=1.0))
+
 def plot_attention(run_dir, # a finished run
                    images:int=4, # test images (rows)
                    classes:int=4, # maps per image
                    kind:str="auto", # "attention" (semantic decoupling), "assignment" (CLSL) or "auto" (whichever the run has)
+                   boxes:bool=True, # draw the garment boxes of the classes present and caption the share of their maps on them
+                   annotations=None, # the test split's COCO instances file (None: found from the run's dataset.json)
                   ):
-    "Test images with a few classes' maps upsampled over them, the images' own classes first."
-    a = load_analysis(run_dir)
-    if kind == "auto": kind = "attention" if "attention" in a else "assignment"
-    if kind not in ("attention", "assignment"): raise ValueError(f"kind must be 'attention', 'assignment' or 'auto', got {kind!r}")
-    _need(a, kind, run_dir, "per-class maps, which methods with semantic decoupling (attention) or CLSL (assignment) leave")
+    "Test images with a few classes' maps upsampled over them, the images' own classes first, with their garments' boxes."
+    a = load_analysis(run_dir); kind = _map_kind(a, kind, run_dir)
     maps, lab, img = a[kind], a["sample_labels"], a["sample_images"]  # (S, C, H, W), (S, C), (S, side, side, 3)
     S, C, H, W = maps.shape; side = img.shape[1]
+    gb, share = (garment_boxes(run_dir, annotations), attention_share(run_dir, annotations, kind)) if boxes else (None, None)
     score = _sample_scores(run_dir, a["sample_index"])
     score = score if score is not None else maps.reshape(S, C, -1).max(-1)  # without logits: the map's peak
     rows = sorted(range(S), key=lambda i: ((lab[i] > 0).sum() == 0, i))[:images]
@@ -474,7 +736,7 @@ def plot_attention(run_dir, # a finished run
     scale = (lambda m: m*H*W) if kind == "attention" else (lambda m: m)
     vmax = max(float(scale(maps[i, c]).max()) for i in rows for c in shown[i])  # one scale for every map shown
     names = [str(n) for n in a["class_names"]]
-    fig = _figure(1.75*(1 + classes) + 0.9, 1.9*len(rows))
+    fig = _figure(1.75*(1 + classes) + 0.9, 1.9*len(rows) + 0.5)
     axs = fig.subplots(len(rows), 1 + classes, squeeze=False)
     for r, i in enumerate(rows):
         axs[r, 0].imshow(img[i]); axs[r, 0].set_title(f"test image\n{a['sample_index'][i]}", fontsize=8)
@@ -483,13 +745,18 @@ def plot_attention(run_dir, # a finished run
             ax = axs[r, 1 + k]
             ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
             im = ax.imshow(_upsample(scale(maps[i, c]), side), cmap="inferno", vmin=0, vmax=vmax, alpha=0.65)
-            ax.set_title(textwrap.shorten(names[c], 22, placeholder="…") + ("\nin image" if lab[i, c] > 0 else "\nabsent"),
+            on = ""
+            if gb is not None and c in gb[i]["boxes"]:
+                _draw_boxes(ax, gb[i]["boxes"][c], gb[i]["size"], side)
+                on = f", {100*share[(share['sample'] == int(a['sample_index'][i])) & (share['class'] == names[c])].share.item():.0f}% on it"
+            ax.set_title(textwrap.shorten(names[c], 22, placeholder="…") + (f"\nin image{on}" if lab[i, c] > 0 else "\nabsent"),
                          fontsize=8, fontweight="bold" if lab[i, c] > 0 else "normal")
         for ax in axs[r, 1 + len(shown[i]):]: ax.set_visible(False)
     for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
     from matplotlib.cm import ScalarMappable
     fig.colorbar(ScalarMappable(im.norm, im.cmap), ax=axs, shrink=0.7, label="attention × H·W (1 = uniform)" if kind == "attention" else "P(class | pixel)")
-    fig.suptitle(f"{'Semantic decoupling attention' if kind == 'attention' else 'Class assignment'}, {H}×{W} map ({run_title(run_dir)})", fontsize=9)
+    head = f"{'Semantic decoupling attention' if kind == 'attention' else 'Class assignment'}, {H}×{W} map" + (f" (cyan: the class's garment boxes): {share_text(share)}" if boxes else "")
+    fig.suptitle(textwrap.fill(head, 120) + f"\n{run_caption(run_dir)}", fontsize=8)
     return fig
 
 # %% ../nbs/21_report.ipynb #95ff7986
@@ -507,26 +774,113 @@ def has_pseudo_labels(run_dir) -> bool:
     "Whether a run's history logs pseudo labels."
     return any(c.startswith("pseudo_") for c in pd.read_csv(Path(run_dir)/"history.csv", nrows=0).columns)
 
-def plot_pseudo_labels(runs, # run folders whose methods make pseudo labels
+def _config_names(info:pd.DataFrame) -> pd.Series:
+    "A line's configuration: its label, with the known proportion when the runs have several."
+    return info.label + (", " + info.known_prop.map(pct) + " known" if info.known_prop.nunique() > 1 else "")
+
+def _mean_line(ax, g, col:str, scale:float, band:bool, **kw):
+    "The mean over seeds per epoch of `col`, and ± one std as a band when there are several seeds."
+    m, s = g[col].mean()*scale, g[col].std()*scale
+    ax.plot(m.index, m.values, **kw)
+    if band: ax.fill_between(m.index, (m - s).values, (m + s).values, color=kw["color"], alpha=0.15, lw=0)
+
+# %% ../nbs/21_report.ipynb #7fb09d82
+def plot_pseudo_labels(runs, # run folders whose methods make pseudo labels (several seeds of a configuration are averaged)
                       ):
-    "Precision, recall and count of the generated pseudo-positives per epoch: a colour per run, a line style per kind."
+    "Precision, recall and count of the generated pseudo-positives per epoch: a line per configuration and kind, mean ± std over seeds."
     runs = [Path(r) for r in runs]
     if not runs: raise ValueError("plot_pseudo_labels needs at least one run folder")
-    col, styles = class_colors(len(runs)), ["-", "--", ":", "-."]
-    fig = _figure(11.0, 3.6)
+    info = run_table(runs).assign(config=lambda t: _config_names(t))
+    h = pd.concat([pseudo_history(d).assign(config=c, seed=s) for d, c, s in zip(runs, info.config, info.seed)], ignore_index=True)
+    order = {c: i for i, c in enumerate(order_labels(info.assign(label=info.config)))}
+    lines = sorted(h[["config", "kind"]].drop_duplicates().itertuples(index=False, name=None), key=lambda x: (order[x[0]], x[1]))
+    col, mk, styles = class_colors(len(lines)), markers(len(lines)), dict(zip(sorted(h.kind.unique()), ["-", "--", ":", "-."]*4))
+    fig = _figure(11.0, 4.0)
     axs = fig.subplots(1, 3)
-    for r, (d, c) in enumerate(zip(runs, col)):
-        h = pseudo_history(d)
-        for s, (k, g) in enumerate(h.groupby("kind", sort=True)):
-            kw = dict(color=c, ls=styles[s % len(styles)], marker="o", ms=3, label=f"{run_title(d)}: {k.upper()}")
-            axs[0].plot(g.epoch, 100*g.precision, **kw); axs[1].plot(g.epoch, 100*g.recall, **kw); axs[2].plot(g.epoch, g.generated, **kw)
+    for (cfg, kind), c, m in zip(lines, col, mk):
+        g = h[(h.config == cfg) & (h.kind == kind)].groupby("epoch")
+        n = int(g.seed.nunique().max())
+        kw = dict(color=c, marker=m, ms=4, ls=styles[kind], label=f"{cfg}: {kind.upper()}" + (f" (n={n})" if n > 1 else ""))
+        for ax, q, scale in zip(axs, ("precision", "recall", "generated"), (100, 100, 1)): _mean_line(ax, g, q, scale, n > 1, **kw)
     for ax, t in zip(axs, ("precision (%)", "recall (%)", "pseudo-positives generated")):
         ax.set_title(t, fontsize=9); ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
     axs[0].set_ylim(-2, 102); axs[1].set_ylim(bottom=-1)
-    fig.legend(*axs[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(4, 2*len(runs)), fontsize=7, frameon=False, handlelength=4)
-    fig.suptitle("Pseudo labels on the unknown training entries, against the hidden full labels", fontsize=10)
+    fig.legend(*axs[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(4, len(lines)), fontsize=7, frameon=False, handlelength=4)
+    fig.suptitle("Pseudo labels on the unknown training entries, against the hidden full labels (mean ± std over seeds)\n" + describe(info), fontsize=9)
     return fig
+
+# %% ../nbs/21_report.ipynb #26918423
+BLEND_ENTRIES = re.compile(r"^(train_)?blend_([a-z0-9]+)_entries$")  # entries blended per epoch (train_: the mean per step)
+
+def blend_history(run_dir) -> tuple[pd.DataFrame, list[str]]: # (epoch, quantity, value), the columns of the convention it lacks
+    "A run's blending per epoch: '<kind> entries' per blending kind, 'alpha', 'beta'; and which of those columns history.csv lacks."
+    path = Path(run_dir)/"history.csv"
+    if not path.is_file(): raise FileNotFoundError(f"{path} does not exist")
+    h = pd.read_csv(path)
+    found = {m.group(2): (c, bool(m.group(1))) for c in sorted(h.columns, reverse=True) if (m := BLEND_ENTRIES.match(c))}  # blend_ wins over train_blend_
+    parts = [pd.DataFrame(dict(epoch=h.epoch, quantity=f"{k.upper()} entries" + (" per step" if per_step else ""), value=h[c]))
+             for k, (c, per_step) in sorted(found.items())]
+    missing = [] if found else ["blend_<kind>_entries"]
+    for q in ("alpha", "beta"):
+        c = next((c for c in (q, f"train_{q}") if c in h.columns), None)
+        if c is None: missing.append(q)
+        else: parts.append(pd.DataFrame(dict(epoch=h.epoch, quantity=q, value=h[c])))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["epoch", "quantity", "value"])
+    return out, missing
+
+# %% ../nbs/21_report.ipynb #7569cfb1
+def _blend_panel(ax, g:pd.DataFrame, key:str, lack:list[str], title:str):
+    "One panel: a line per configuration and quantity; the configurations whose runs lack the column `key`, named."
+    lines = sorted(g[["config", "quantity"]].drop_duplicates().itertuples(index=False, name=None))
+    for (cfg, q), c, m in zip(lines, class_colors(len(lines)), markers(len(lines))):
+        x = g[(g.config == cfg) & (g.quantity == q)].groupby("epoch")
+        n = int(x.seed.nunique().max())
+        _mean_line(ax, x, "value", 1, n > 1, color=c, marker=m, ms=4, label=(cfg if q == key else f"{cfg}: {q}") + (f" (n={n})" if n > 1 else ""))
+    if lack: ax.text(0.5, 0.5, textwrap.fill(f"no {key} column in history.csv of: {', '.join(lack)}", 40), transform=ax.transAxes,
+                     ha="center", va="center", fontsize=7, color="0.35")
+    if lines: ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=9); ax.set_xlabel("epoch"); ax.grid(alpha=0.3); ax.xaxis.get_major_locator().set_params(integer=True)
+
+def plot_blending(runs, # run folders of blending methods (sarb, dsrb); several seeds of a configuration are averaged
+                 ):
+    "Entries blended per epoch, learned α and β: a line per configuration (and kind), mean ± std over seeds; a missing column is named in its panel."
+    runs = [Path(r) for r in runs]
+    if not runs: raise ValueError("plot_blending needs at least one run folder")
+    info = run_table(runs).assign(config=lambda t: _config_names(t))
+    got = [blend_history(d) for d in runs]
+    h = pd.concat([b.assign(config=c, seed=s) for (b, _), c, s in zip(got, info.config, info.seed)], ignore_index=True)
+    fig = _figure(11.0, 4.0)
+    for ax, key, title in zip(fig.subplots(1, 3), ("blend_<kind>_entries", "alpha", "beta"), ("entries blended", "α (instance blending)", "β (prototype blending)")):
+        g = h[h.quantity.str.endswith(("entries", "per step"))] if key.startswith("blend") else h[h.quantity == key]
+        _blend_panel(ax, g, key, sorted({c for (_, miss), c in zip(got, info.config) if key in miss}), title)
+    fig.suptitle("Representation blending over training (mean ± std over seeds)\n" + describe(info), fontsize=9)
+    return fig
+
+# %% ../nbs/21_report.ipynb #d999d006
+def _last(run_dir) -> dict:
+    "The last epoch's mechanism numbers of a run: '<KIND> pseudo-positives', '… precision (%)', '… recall (%)', '<KIND> entries', 'alpha', 'beta'."
+    out = {}
+    if has_pseudo_labels(run_dir):
+        p = pseudo_history(run_dir); p = p[p.epoch == p.epoch.max()]
+        for r in p.itertuples():
+            out.update({f"{r.kind.upper()} pseudo-positives": r.generated, f"{r.kind.upper()} precision (%)": 100*r.precision, f"{r.kind.upper()} recall (%)": 100*r.recall})
+    b, _ = blend_history(run_dir)
+    if len(b): out.update({r.quantity: r.value for r in b[b.epoch == b.epoch.max()].itertuples()})
+    return out
+
+def mechanism_table(runs:pd.DataFrame, # finished runs (`collect`) of one dataset
+                    known_prop:float=0.1,
+                   ) -> pd.DataFrame: # index (configuration, quantity), one column: the last epoch, mean ± std over seeds
+    "Pseudo labels (count, precision, recall) and blending (entries, α, β) at the last epoch, per configuration that logs them."
+    _one_dataset(runs, "mechanism_table")
+    at = runs[np.isclose(runs.known_prop, known_prop)]
+    rows = {}
+    for label in order_labels(at):
+        vals = pd.DataFrame([_last(d) for d in at[at.label == label].run_dir])
+        for q in vals.columns: rows[(label, q)] = {"last epoch": fmt(vals[q].to_numpy(float))}
+    if not rows: raise ValueError(f"no run at {pct(known_prop)} known logs pseudo labels or blending")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["configuration", "quantity"])
 
 # %% ../nbs/21_report.ipynb #19b9f544
 def _spread(std:pd.Series) -> np.ndarray|None:
@@ -540,18 +894,18 @@ def plot_map_vs_known(df:pd.DataFrame, # finished runs of one dataset (`collect`
     if metric not in METRICS: raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRICS)}")
     dataset = _one_dataset(df, "plot_map_vs_known")
     _unique(df, ["label", "known_prop", "seed"])
-    labels = order_labels(df); col = class_colors(len(labels))
-    fig = _figure(6.8, 4.0); ax = fig.add_subplot()
-    for label, c in zip(labels, col):
+    labels = order_labels(df); col, mk = class_colors(len(labels)), markers(len(labels))
+    fig = _figure(6.8, 4.2); ax = fig.add_subplot()
+    for label, c, k in zip(labels, col, mk):
         g = df[df.label == label].groupby("known_prop")[metric]
         m, s = g.mean(), g.std()
-        ax.errorbar(100*m.index, m.values, yerr=_spread(s), color=c, marker="o", ms=4, capsize=3, label=label)
+        ax.errorbar(100*m.index, m.values, yerr=_spread(s), color=c, marker=k, ms=4, capsize=3, label=label)
     props = sorted(df.known_prop.unique())
     ax.set_xticks([100*p for p in props], [pct(p) for p in props])
     ax.set_xlabel("known labels"); ax.set_ylabel(METRIC_NAMES[metric])
     ax.grid(alpha=0.3); ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     several = df.groupby(["label", "known_prop"]).size().max() > 1
-    ax.set_title(f"{dataset}: {len(df)} runs" + (" (mean over seeds; bars: std)" if several else ""), fontsize=9)
+    ax.set_title(textwrap.fill(f"{len(df)} runs" + (" (mean over seeds; bars: std)" if several else "") + f". {describe(df, metric)}", 90), fontsize=8)
     return fig
 
 def plot_cooc_gain(gain:pd.DataFrame, # `cooc_gain`'s result
@@ -559,21 +913,25 @@ def plot_cooc_gain(gain:pd.DataFrame, # `cooc_gain`'s result
                   ):
     "Per known proportion: each configuration's and the baseline's mAP, and the gain, against the co-occurrence strength."
     props = sorted(gain.known_prop.unique()); base = gain.baseline.iloc[0]
-    labels = order_labels(gain); col = class_colors(len(labels) + 1)
+    labels = order_labels(gain); col = class_colors(len(labels))
+    own = [m for m in MARKERS if m != "s"]; mk = [own[i % len(own)] for i in range(len(labels))]  # squares are the baseline's
     fig = _figure(10.0, 3.6*len(props))
     axs = fig.subplots(len(props), 2, squeeze=False)
     for (ax0, ax1), p in zip(axs, props):
         g = gain[gain.known_prop == p]
         b = g.drop_duplicates(["cooc", "seed"]).groupby("cooc")[f"baseline_{metric}"]
         ax0.errorbar(b.mean().index, b.mean().values, yerr=_spread(b.std()), color="black", marker="s", ms=4, capsize=3, label=base)
-        for label, c in zip(labels, col):
+        for label, c, k in zip(labels, col, mk):
             x = g[g.label == label].groupby("cooc")
-            ax0.errorbar(x[metric].mean().index, x[metric].mean().values, yerr=_spread(x[metric].std()), color=c, marker="o", ms=4, capsize=3, label=label)
-            ax1.errorbar(x.gain.mean().index, x.gain.mean().values, yerr=_spread(x.gain.std()), color=c, marker="o", ms=4, capsize=3, label=label)
+            ax0.errorbar(x[metric].mean().index, x[metric].mean().values, yerr=_spread(x[metric].std()), color=c, marker=k, ms=4, capsize=3, label=label)
+            ax1.errorbar(x.gain.mean().index, x.gain.mean().values, yerr=_spread(x.gain.std()), color=c, marker=k, ms=4, capsize=3, label=label)
         ax1.axhline(0, color="black", lw=0.8)
         ax0.set_ylabel(f"test mAP (%), {pct(p)} known"); ax1.set_ylabel(f"gain over {base} (mAP points)")
         for ax in (ax0, ax1):
             ax.set_xlabel("co-occurrence strength (cooc)"); ax.set_xticks(sorted(gain.cooc.unique())); ax.grid(alpha=0.3)
     axs[0, 0].legend(fontsize=8, frameon=False); axs[0, 0].set_title("test mAP", fontsize=9); axs[0, 1].set_title(f"gain over {base}", fontsize=9)
-    fig.suptitle(f"{gain.dataset.iloc[0]}: what the transfer modules gain as labels co-occur more", fontsize=10)
+    seeds = gain.groupby(["label", "cooc"]).seed.nunique()
+    n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    fig.suptitle(f"What the transfer modules gain over {base} as labels co-occur more: mean over {n} seed{'s' if seeds.max() > 1 else ''} per point"
+                 + (", bars: std" if seeds.max() > 1 else "") + "\n" + textwrap.fill(describe(gain, metric), 130), fontsize=9)
     return fig
