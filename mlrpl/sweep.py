@@ -132,7 +132,7 @@ class Grid:
     notebook:Path  # the notebook each run executes
     parameters:dict  # its parameters cell: name → Parameter
     base:dict  # values every run gets
-    grid:dict  # parameter → values; the runs are their product
+    grid:list  # blocks of parameter → values: the runs are the union of the blocks' products
     variants:list  # dicts crossed with the grid ([{}] when the file has none)
     description:str = ""
     run_files:tuple = RUN_FILES  # the files a finished run holds, metrics.json among them
@@ -188,22 +188,27 @@ def load_grid(path:Path|str, # a grid file (YAML)
 
     base = values("base", raw.get("base"))
     grid_raw = raw.get("grid") or {}
-    if not isinstance(grid_raw, dict): raise GridError(f"{path}: grid must be a mapping of parameter: [values]")
-    grid = {}
-    for k, vs in grid_raw.items():
-        if k not in params: raise _unknown(path, "grid", k, nb, params)
-        if not isinstance(vs, list) or not vs: raise GridError(f"{path}: grid.{k} must be a non-empty list, got {vs!r}")
-        grid[k] = [values("grid", {k: v})[k] for v in vs]
+    blocks = grid_raw if isinstance(grid_raw, list) else [grid_raw]
+    if not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise GridError(f"{path}: grid must be a mapping of parameter: [values], or a list of them (the runs of each, joined)")
+    grid = []
+    for n, block in enumerate(blocks):
+        where, axes = "grid" if isinstance(grid_raw, dict) else f"grid[{n}]", {}
+        for k, vs in block.items():
+            if k not in params: raise _unknown(path, where, k, nb, params)
+            if not isinstance(vs, list) or not vs: raise GridError(f"{path}: {where}.{k} must be a non-empty list, got {vs!r}")
+            axes[k] = [values(where, {k: v})[k] for v in vs]
+        grid.append(axes)
     vars_raw = raw.get("variants")
     if vars_raw is not None and (not isinstance(vars_raw, list) or not vars_raw):
         raise GridError(f"{path}: variants must be a non-empty list of mappings")
     variants = [values(f"variants[{i}]", v) for i, v in enumerate(vars_raw or [{}])]
-    for k in grid:
+    for k in dict.fromkeys(k for b in grid for k in b):
         where = "base" if k in base else next((f"variants[{i}]" for i, v in enumerate(variants) if k in v), None)
         if where: raise GridError(f"{path}: {k} is both a grid axis and set in {where}; keep one")
     for k, v in values("--set", sets).items():
         base[k] = v
-        grid.pop(k, None)
+        for b in grid: b.pop(k, None)
         for var in variants: var.pop(k, None)
     return Grid(path.resolve(), name, nb, params, base, grid, variants, str(raw.get("description") or ""), tuple(files))
 
@@ -332,11 +337,12 @@ def expand(grid:Path|str|Grid, # a grid file, or one read by load_grid
           ) -> list[Job]:
     "The runs of a grid: each variant crossed with the grid, each with its own folder."
     g = grid if isinstance(grid, Grid) else load_grid(grid, sets)
-    root, keys = sweep_dir(g, results), list(g.grid)
+    root = sweep_dir(g, results)
     defaults = {k: p.default for k, p in g.parameters.items()}
     jobs, seen = [], {}
+    blocks = [(b, list(block), combo) for b, block in enumerate(g.grid) for combo in itertools.product(*block.values())]
     for variant in g.variants:
-        for combo in itertools.product(*(g.grid[k] for k in keys)):
+        for b, keys, combo in blocks:
             given = _merge(g.parameters, g.base, variant, dict(zip(keys, combo)))
             params = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in given.items()}
             if "resume" in g.parameters: params.setdefault("resume", True)
@@ -346,12 +352,14 @@ def expand(grid:Path|str|Grid, # a grid file, or one read by load_grid
             job = Job(name, root/name, g.notebook, params, {**values, "results_dir": params["results_dir"]}, g.run_files)
             if not all(name.split("/")):
                 raise GridError(f"{g.path}: the dataset, label or method of the run {given} leaves an empty folder name")
-            if (other := seen.get(name)) is not None:
+            if (seen_at := seen.get(name)) is not None:
+                other, at = seen_at
                 diff = sorted(k for k in {**other.values, **job.values} if other.values.get(k) != job.values.get(k))
+                if not diff and at != b: continue  # one run from two blocks of the grid (say, after --set known_prop=...)
                 if not diff: raise GridError(f"{g.path}: the run {name} is listed twice")
                 raise GridError(f"{g.path}: runs that differ in {', '.join(diff)} would share the folder {name}; "
                                 "give them different labels (variants: - label: ...)")
-            seen[name] = job
+            seen[name] = job, b
             jobs.append(job)
     return jobs
 
