@@ -57,17 +57,19 @@ def kmeans_prototypes(features:np.ndarray, # (M, D) known-positive class feature
                       k:int=10, # prototypes per class (official: 10)
                       random_state:int=0,
                      ) -> tuple[torch.Tensor, torch.Tensor]: # prototypes (C, K, D), mask (C, K) bool
-    "K-means prototypes per class; fewer positives than K: the positives themselves; none: no prototype."
+    "K-means prototypes per class, on torch's thread count; fewer positives than K: the positives themselves; none: no prototype."
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
     features, classes = np.asarray(features, np.float32), np.asarray(classes)
     protos = np.zeros((num_classes, k, features.shape[1]), np.float32)
     mask = np.zeros((num_classes, k), bool)
-    for c in range(num_classes):
-        x = features[classes == c]
-        if len(x) == 0: continue
-        if len(x) <= k: centres = x
-        else: centres = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit(x).cluster_centers_
-        protos[c, :len(centres)], mask[c, :len(centres)] = centres, True
+    with threadpool_limits(torch.get_num_threads()):  # a run's threads: sklearn's OpenMP takes every core, and its sums depend on how many
+        for c in range(num_classes):
+            x = features[classes == c]
+            if len(x) == 0: continue
+            if len(x) <= k: centres = x
+            else: centres = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit(x).cluster_centers_
+            protos[c, :len(centres)], mask[c, :len(centres)] = centres, True
     return torch.from_numpy(protos), torch.from_numpy(mask)
 
 @torch.no_grad()

@@ -128,9 +128,10 @@ class WeightEMA(nn.Module):
     def forward(self, *a, **kw): return self.module(*a, **kw)
 
 def _optimizer(cfg, params):
-    if cfg.optimizer == "adamw": return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd": return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)  # one call per operation over all tensors (the default on CUDA): the same arithmetic, less Python
+    if cfg.optimizer == "adamw": return torch.optim.AdamW(params, **kw)
+    if cfg.optimizer == "sgd": return torch.optim.SGD(params, momentum=0.9, **kw)
+    return torch.optim.Adam(params, **kw)
 
 class Trainer:
     "Train and evaluate any registered method."
