@@ -9,7 +9,7 @@ With --reference, the official modules (imported at run time from that checkout)
 same weights, side by side. Each side runs in fresh subprocesses: one measures the peak memory of a step above
 the inputs, the weights and their gradients, one times the steps.
 """
-import argparse, gc, json, os, resource, statistics, subprocess, sys, tempfile, time, types, warnings
+import argparse, gc, json, os, resource, statistics, subprocess, sys, tempfile, time, types
 from pathlib import Path
 
 import numpy as np
@@ -162,7 +162,6 @@ def peak_rss(reset_ok):
 
 def worker(a):
     torch.set_num_threads(a.threads)
-    warnings.filterwarnings("ignore")
     if a.device == "cpu": torch.Tensor.cuda = lambda self, *args, **kw: self  # the official code calls .cuda()
     dev = torch.device(a.device)
     data = torch.load(Path(a._dir)/"data.pt")

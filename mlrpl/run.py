@@ -153,6 +153,7 @@ class RunConfig:
         if self.mask_scheme not in SCHEMES: raise ValueError(f"unknown mask_scheme {self.mask_scheme!r}; choose one of {', '.join(SCHEMES)}")
         if self.mask_scheme != "single_positive" and not 0 < self.known_prop <= 1:
             raise ValueError(f"known_prop must be in (0, 1], got {self.known_prop}")
+        if self.mask_scheme == "file": self._check_mask_file()
         from mlrpl.backbones import BACKBONES
         if self.backbone not in BACKBONES: raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES.available())}")
         self.options = check_options(self.method, self.options)
@@ -162,6 +163,16 @@ class RunConfig:
         if self.threads < 1: raise ValueError(f"threads must be >= 1, got {self.threads}")
         TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
         return self
+
+    def _check_mask_file(self):
+        "A mask file's recorded share must be the run's known_prop, which names the run's folder and its table row."
+        from mlrpl.masking import load_mask
+        if not self.mask_file: raise ValueError("mask_scheme='file' needs mask_file=<path of a save_mask file>")
+        _, meta = load_mask(self.mask_file)
+        made = meta.get("known_prop")
+        if made is not None and abs(float(made) - self.known_prop) > 1e-9:
+            raise ValueError(f"mask file {self.mask_file} was made with known_prop={made:g} (its record), but the run has "
+                             f"known_prop={self.known_prop:g}, under which it would be filed and reported; pass known_prop={made:g}")
 
     def resolved(self) -> dict:
         "optimizer, scheduler, ema_decay and augment after the recipe fills what was left to it."

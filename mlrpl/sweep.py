@@ -709,13 +709,13 @@ def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:in
     def save(s=None):
         if s: state["state"] = s
         state["updated"] = _now(); write_atomic(folder/"sweep.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
-    # the compute threads are each run's own (its `threads`), never derived from `jobs`; a cache build may use every core
-    env = {**os.environ, "MLRPL_CACHE_THREADS": str(cores())}
+    # the compute threads are each run's own (its `threads`), never derived from `jobs`
+    env = dict(os.environ)
     built = {k for j, r in zip(todo, records) if r["status"] == "skipped" for k in shared_inputs(j.values)}
     n_run, running, idle = len(pending), {}, []  # running: index → (worker, start time); idle: workers without a run
     threads = sorted({str(todo[i].threads or "the notebook's own") for i in pending})
     say(f"sweep {g.name}: {n_run} of {len(todo)} runs to do ({len(todo) - n_run} finished), {jobs} at a time, "
-        f"threads per run: {', '.join(threads) or '-'} → {folder}")
+        f"threads per run: {', '.join(threads) or '-'}, {cores()} cores → {folder}")
     for i in pending:
         if records[i]["unfinished"]: say(f"unfinished {todo[i].run}: {records[i]['unfinished']}; it runs again")
     save()

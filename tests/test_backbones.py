@@ -142,7 +142,7 @@ def test_deepcopy_and_state_dict_carry_the_views(r18):
     fresh = get_backbone("resnet18", out_dim=8)
     fresh.load_state_dict(r18.state_dict())
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad(): torch.testing.assert_close(fresh.eval()(x), r18.eval()(x))
+    with torch.no_grad(): assert torch.equal(fresh.eval()(x), r18.eval()(x))  # the same weights on the same input, on one machine
 
 
 def test_train_and_eval_keep_the_trunk_frozen(r18):

@@ -352,3 +352,18 @@ def test_a_train_split_smaller_than_a_batch_after_the_hold_out_is_refused(data, 
 def test_unknown_names_and_out_of_range_values_fail_in_check(kw, message):
     with pytest.raises(ValueError, match=message):
         RunConfig(**kw).check()
+
+
+def test_a_mask_file_of_another_share_is_refused_before_the_run_is_filed(data, tmp_path):
+    "With mask_scheme='file' the mask decides what is known, while known_prop names the folder and the table row."
+    from mlrpl.data import get_dataset
+    from mlrpl.masking import known_mask, save_mask
+    c = config(tmp_path / "r", data)
+    y = get_dataset(c.dataset, c.root()).labels
+    f = save_mask(tmp_path / "m.npz", known_mask(y, 0.5), "entry", 0.5, 0)
+    with pytest.raises(ValueError, match=r"m\.npz was made with known_prop=0\.5 \(its record\), but the run has known_prop=0\.1"):
+        config(tmp_path / "r", data, mask_scheme="file", mask_file=str(f), known_prop=0.1).check()
+    assert not (tmp_path / "r").exists()
+    config(tmp_path / "r", data, mask_scheme="file", mask_file=str(f), known_prop=0.5).check()
+    with pytest.raises(ValueError, match=r"mask_scheme='file' needs mask_file="):
+        RunConfig(mask_scheme="file").check()
