@@ -82,8 +82,10 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 def init_distributed(device:torch.device) -> bool:
-    "Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()): return False
+    "Join the process group when launched by torchrun, at any world size (gloo on CPU, nccl on CUDA); whether this process is in one."
+    if dist.is_available() and dist.is_initialized(): return True  # joined before (another Trainer in this process)
+    # torchrun sets TORCHELASTIC_RUN_ID: `torchrun --nproc_per_node 1` trains through DDP and NCCL too, as N processes would
+    if "TORCHELASTIC_RUN_ID" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) <= 1: return False
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return True
 
@@ -127,6 +129,11 @@ class WeightEMA(nn.Module):
     def train(self, mode:bool=True): return super().train(False)  # always evaluated
     def forward(self, *a, **kw): return self.module(*a, **kw)
 
+class _LossStep(nn.Module):
+    "A method's training step as one module call: forward, then its loss (what DistributedDataParallel wraps)."
+    def __init__(self, model): super().__init__(); self.model = model
+    def forward(self, x, target, ctx): return self.model.loss(self.model(x), target, ctx)
+
 def _optimizer(cfg, params):
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)  # one call per operation over all tensors (the default on CUDA): the same arithmetic, less Python
     if cfg.optimizer == "adamw": return torch.optim.AdamW(params, **kw)
@@ -164,7 +171,10 @@ class Trainer:
                              f"are fewer than one batch (batch_size {cfg.batch_size} × {self.world} processes)")
         self.model = model.to(self.device)
         if self.cuda and cfg.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
-        self.ddp = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=True) if self.distributed else None
+        # DDP wraps forward *and* loss: a parameter that only the loss reads (HST's thresholds, SARB's α, β) is then seen
+        # in DDP's forward and made ready once, by its gradient (wrapping the model alone marks it unused, then ready again)
+        self._step = _LossStep(self.model)
+        self.ddp = nn.parallel.DistributedDataParallel(self._step, find_unused_parameters=True) if self.distributed else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = _optimizer(cfg, params)
         self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
@@ -221,15 +231,21 @@ class Trainer:
 
     @torch.no_grad()
     def feature_pass(self, keys=("features",)):
-        "Yield ({key: tensor}, partial_target) over the training slice in eval mode, gathered over processes (for prototypes)."
+        "Yield ({key: tensor}, partial_target) over the training slice in eval mode and in its order, gathered over processes (for prototypes)."
         self.model.eval()
-        for _, x, partial, _ in self._loader(self._shard(self.train_set)):
-            with self._autocast(): out = self.model.outputs(_to(x, self.device, self.cuda and self.cfg.channels_last), keys)
-            out = {k: out[k].float() for k in keys}
-            if self.world > 1:
-                allp = gather_objects(({k: v.cpu() for k, v in out.items()}, partial))
-                yield {k: torch.cat([a[0][k] for a in allp]) for k in keys}, torch.cat([a[1] for a in allp])
-            else: yield out, partial.to(self.device)
+        batches = iter(self._loader(self._shard(self.train_set)))
+        # every process takes as many steps as the longest share (rank 0's) has batches, so that each gathers as often;
+        # step b's batches of all processes hold the training slice's images world·b·B ... world·(b+1)·B − 1, in order once sorted
+        steps = math.ceil(math.ceil(len(self.train_set)/self.world)/self.cfg.batch_size)
+        for _ in range(steps):
+            idx, x, partial, _ = next(batches, (None,)*4)
+            if x is not None:
+                with self._autocast(): out = self.model.outputs(_to(x, self.device, self.cuda and self.cfg.channels_last), keys)
+                out = {k: out[k].float() for k in keys}
+            if self.world == 1: yield out, partial.to(self.device); continue
+            parts = [p for p in gather_objects(None if x is None else (idx, {k: v.cpu() for k, v in out.items()}, partial)) if p is not None]
+            order = torch.argsort(torch.cat([p[0] for p in parts]))
+            yield {k: torch.cat([p[1][k] for p in parts])[order] for k in keys}, torch.cat([p[2] for p in parts])[order]
 
     def train_epoch(self, epoch:int) -> dict:
         "One epoch of training; returns the mean of each logged loss and the pseudo-label counts."
@@ -248,9 +264,7 @@ class Trainer:
             x, target = _to(x, self.device, self.cuda and cfg.channels_last), partial.to(self.device)
             ctx = StepContext(epoch=epoch, step=step, steps=steps, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step)),
                               gather=gather_cat if self.world > 1 else None)
-            with self._autocast():
-                out = (self.ddp or model)(x)
-                loss, logs, pseudo = model.loss(out, target, ctx)
+            with self._autocast(): loss, logs, pseudo = (self.ddp or self._step)(x, target, ctx)
             if not torch.isfinite(loss): raise FloatingPointError(f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {step}")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()

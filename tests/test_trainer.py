@@ -59,6 +59,11 @@ def _free_port():
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
+def _torchrun(*args, env):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+                           "--master_port", str(_free_port()), *map(str, args)], check=True, env=env, timeout=600)
+
+
 def test_two_processes_equal_one(scenes, tmp_path):
     "In float64, so that the comparison holds on any CPU: the two runs differ only in the order of their sums."
     run = str(Path(__file__).parent / "_train_run.py")
@@ -79,3 +84,27 @@ def test_two_processes_equal_one(scenes, tmp_path):
         np.testing.assert_allclose(w2, w1, rtol=0, atol=1e-9*np.abs(w1).max(), err_msg=k)
     # both evaluate float32 logits (Trainer.predict) of weights equal to ~1e-12: the same logits, the same mAP
     assert one["summary"]["test_mAP_last"] == two["summary"]["test_mAP_last"]
+
+
+def test_two_processes_train_a_method_whose_loss_reads_its_own_parameters(scenes, tmp_path):
+    """HST's thresholds are read by its loss, not its forward: DDP wraps forward and loss, so their gradients are
+    all-reduced once (wrapping the forward alone stopped the first step: 'marked ready twice')."""
+    run = Path(__file__).parent / "_train_run.py"
+    _torchrun(run, tmp_path / "two.json", "--batch", "8", "--data", scenes, "--method", "hst", "--known", "0.5",
+              "--epochs", "2", env={**os.environ, "OMP_NUM_THREADS": "1"})
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert np.isfinite(two["summary"]["test_mAP_last"]) and two["weights"]["prototype_mask"]
+    assert two["weights"]["theta_intra"] != 1.0  # the thresholds learned (threshold_init 1.0)
+
+
+@pytest.mark.parametrize("batch, val", [(8, 0.0), (9, 0.05)])
+def test_the_feature_pass_over_two_processes_is_the_one_process_pass(batch, val, scenes, tmp_path):
+    """In the training slice's order, whatever the shares: 91 images at batch 9 are 6 batches for rank 0 and 5 for
+    rank 1, which must still gather as often. float64 features of the same weights: equal to their last bits."""
+    fp, env = Path(__file__).parent / "_feature_pass.py", {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, fp, tmp_path / "one.pt", scenes, str(2*batch), str(val)], check=True, env=env, timeout=600)
+    _torchrun(fp, tmp_path / "two.pt", scenes, batch, val, env=env)
+    one, two = (torch.load(tmp_path / f) for f in ("one.pt", "two.pt"))
+    assert len(one["features"]) == len(two["features"]) == one["slice"]
+    torch.testing.assert_close(two["features"], one["features"], rtol=0, atol=1e-12)  # the same images in the same order
+    assert torch.equal(two["partial"], one["partial"])
