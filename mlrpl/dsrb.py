@@ -157,13 +157,14 @@ class DSRB(BlendingMethod):
     def loss(self, out, target, ctx):
         c, f = self.cfg, out["features"]
         logs = self.base_loss(out, target, ctx)
+        blended = {}
         if ctx.epoch >= c.blend_start:
             if c.use_iprb:
-                fm, tm, _ = instance_blend(f, target, self.alpha)  # = the map-level blend, summed
+                fm, tm, blended["iprb"] = instance_blend(f, target, self.alpha)  # = the map-level blend, summed
                 logs["iprb"] = c.iprb_weight*partial_bce(self.head.classify(fm), tm)
             if c.use_pprb:
                 q = peak_quadrant(out["attention"].detach(), out["fmap"].detach())
-                fm, tm, _ = quadrant_blend(f, target, q, self.quadrants.vectors(), self.beta, c.top_k,
+                fm, tm, blended["pprb"] = quadrant_blend(f, target, q, self.quadrants.vectors(), self.beta, c.top_k,
                                            self.quadrants.has_class(), ctx.generator, c.official_quirk)
                 logs["pprb"] = c.pprb_weight*partial_bce(self.head.classify(fm), tm)
-        return self.finish(logs)
+        return self.finish(logs, blended)

@@ -60,9 +60,11 @@ class BlendingMethod(SARLMethod):
         logs["contrast"] = ctx.warmup*self.cfg.contrast_weight*instance_contrastive_loss(out["features"], target, ctx.generator)
         return logs
 
-    def finish(self, logs):
+    def finish(self, logs, blended:dict|None=None):
+        "The total of the loss terms; the log adds α, β and the entries each kind blended in this batch (`blend_<kind>_entries`)."
         total = sum(logs.values())
         logs["loss"] = total
+        for kind, b in (blended or {}).items(): logs[f"blend_{kind}_entries"] = b.sum().to(total.dtype)
         logs["alpha"], logs["beta"] = self.alpha, self.beta
         return total, {k: v.detach() for k, v in logs.items()}, {}
 
@@ -81,11 +83,12 @@ class SARB(BlendingMethod):
     def loss(self, out, target, ctx):
         c, f = self.cfg, out["features"]
         logs = self.base_loss(out, target, ctx)
+        blended = {}
         if ctx.epoch >= c.blend_start:
             if c.use_ilrb:
-                fm, tm, _ = instance_blend(f, target, self.alpha)
+                fm, tm, blended["ilrb"] = instance_blend(f, target, self.alpha)
                 logs["ilrb"] = c.ilrb_weight*partial_bce(self.head.classify(fm), tm)
             if c.use_plrb:
-                fm, tm, _ = prototype_blend(f, target, self.prototypes, self.beta, self.prototype_mask, ctx.generator, c.official_plrb_quirk)
+                fm, tm, blended["plrb"] = prototype_blend(f, target, self.prototypes, self.beta, self.prototype_mask, ctx.generator, c.official_plrb_quirk)
                 logs["plrb"] = c.plrb_weight*partial_bce(self.head.classify(fm), tm)
-        return self.finish(logs)
+        return self.finish(logs, blended)

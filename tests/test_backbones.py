@@ -35,9 +35,9 @@ def tv_resnet18(seed=1):
 # --- registry and weights files ---------------------------------------------------------------------------
 
 def test_unknown_backbone_lists_the_registered_ones():
-    with pytest.raises(KeyError, match="unknown backbone 'resnet1001'; available: clip_rn101, efficientnet_lite0, resnet101"):
+    with pytest.raises(KeyError, match="unknown backbone 'resnet1001'; available: clip_rn101, efficientnet_lite0, garmentnet, resnet101"):
         get_backbone("resnet1001")
-    assert BACKBONES.available() == ["clip_rn101", "efficientnet_lite0", "resnet101", "resnet18", "resnet50"]
+    assert BACKBONES.available() == ["clip_rn101", "efficientnet_lite0", "garmentnet", "resnet101", "resnet18", "resnet50"]
 
 
 def test_resnet_weights_of_another_depth_list_every_mismatch(tmp_path):
