@@ -61,9 +61,9 @@ notebooks: venv ## execute every library notebook, slow cells included, into run
 	cd nbs && for nb in [0-9]*.ipynb; do \
 	  ../$(BIN)/papermill --cwd . -k python3 --no-progress-bar --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
 
-sweep: venv ## run a grid of experiment runs: `make sweep GRID=grids/smoke.yaml J=2` (J runs at a time)
-	@test -n "$(GRID)" || { echo "usage: make sweep GRID=grids/<table>.yaml [J=2]"; exit 2; }
-	$(BIN)/mlrpl sweep $(GRID) -j $(J)
+sweep: venv ## run a grid of experiment runs: `make sweep GRID=grids/smoke.yaml J=2 RESULTS=runs` (J runs at a time, into RESULTS)
+	@test -n "$(GRID)" || { echo "usage: make sweep GRID=grids/<table>.yaml [J=2] [RESULTS=runs]"; exit 2; }
+	$(BIN)/mlrpl sweep $(GRID) -j $(J) --results $(RESULTS)
 
 export: venv ## notebooks → mlrpl/ and README.md
 	$(BIN)/nbdev_export

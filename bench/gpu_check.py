@@ -51,7 +51,7 @@ class Sizes:
 
 FULL = Sizes(train=96, test=48, side=128, img_dim=64, batch=16, epochs=2, exact=FAMILIES, exact_size=(32, 16, 64, 8),
              resume=("hst", "dsrb"), heads=(8, 80, 5), r101=(448, 8, 80, 5))
-DRY = Sizes(train=16, test=8, side=64, img_dim=32, batch=8, epochs=1, exact=("ssgrl",), exact_size=(16, 8, 32, 8),
+DRY = Sizes(train=16, test=8, side=64, img_dim=32, batch=8, epochs=1, exact=("ssgrl", "hst"), exact_size=(16, 8, 32, 8),
             resume=("ssgrl",), heads=(2, 4, 1), r101=(64, 2, 6, 1))
 
 
@@ -247,10 +247,10 @@ def train_exact(method, scenes, z, device, epochs=None, results_dir=None, resume
         cfg = TrainConfig(epochs=epochs or z.epochs, batch_size=z.exact_size[3], lr=1e-2, optimizer="sgd", val_fraction=0.0, device=device,
                           checkpoint=results_dir is not None, progress=False, seed=0)
         t = Trainer(model, train, test, cfg, results_dir=results_dir)
-        if ddp:  # the Trainer joins a process group only when WORLD_SIZE > 1 (mlrpl.trainer.init_distributed); with one
-            # process the group was joined by the caller and the model is wrapped here as the Trainer wraps it for 2+,
-            # so that every gradient goes through DDP's all-reduce on that group
-            t.ddp, t.distributed = nn.parallel.DistributedDataParallel(t.model, find_unused_parameters=True), True
+        if ddp:  # under torchrun the Trainer is in the process group at any world size (mlrpl.trainer.init_distributed),
+            # so every gradient goes through DDP's all-reduce, and forward and loss through its wrapper
+            assert t.distributed and isinstance(t.ddp, nn.parallel.DistributedDataParallel), \
+                f"{method}: the Trainer under torchrun did not wrap its model in DDP"
         summary = t.fit(resume=resume, until=until)
         logits = t.predict(test)["logits"]
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
