@@ -136,6 +136,7 @@ class RunConfig:
     ema_decay:float = -1.0  # -1 (the recipe's), 0 (off) or a decay in (0, 1)
     augment:str = ""  # "" (the recipe's), "hcp" (multi-scale crops + flip), "clsl" (flip, cutout, RandAugment), "flip"; cached runs: flips only
     val_fraction:float = 0.1
+    test_every:int = 1  # score the test split every this many epochs and in the last (1: every epoch)
     device:str = "auto"
     amp:str = "none"
     workers:int = 0
@@ -185,7 +186,7 @@ class RunConfig:
     def _train_kw(self) -> dict:
         r = self.resolved()
         return dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                    step_size=self.step_size, seed=self.seed, val_fraction=self.val_fraction, device=self.device,
+                    step_size=self.step_size, seed=self.seed, val_fraction=self.val_fraction, test_every=self.test_every, device=self.device,
                     amp=self.amp, workers=self.workers, optimizer=r["optimizer"], scheduler=r["scheduler"], ema_decay=r["ema_decay"])
 
     def root(self) -> Path|None:

@@ -108,3 +108,25 @@ def test_the_feature_pass_over_two_processes_is_the_one_process_pass(batch, val,
     assert len(one["features"]) == len(two["features"]) == one["slice"]
     torch.testing.assert_close(two["features"], one["features"], rtol=0, atol=1e-12)  # the same images in the same order
     assert torch.equal(two["partial"], one["partial"])
+
+
+def test_scoring_the_test_split_leaves_training_alone(scenes):
+    """Training draws from the global RNG (here a random flip of each training image, as RandomHorizontalFlip and
+    the feature cache's flips do; dropout too), and a DataLoader draws its base seed from it: scoring the test
+    split every epoch or every third must train the same weights, and give the same last-epoch result."""
+    from torchvision import transforms as T
+    from mlrpl.data import get_dataset
+    results = []
+    for every in (1, 3):
+        model, _, test = build("an", scenes)
+        tf = T.Compose([T.Resize(32), T.RandomHorizontalFlip(), T.ToTensor()])
+        train = get_dataset("fashionscenes", scenes, "train", transform=tf, known_prop=0.5)
+        torch.manual_seed(0)
+        t = Trainer(model, train, test, TrainConfig(epochs=4, batch_size=16, lr=1e-2, val_fraction=0.0, test_every=every,
+                                                    progress=False, checkpoint=False))
+        t.fit()
+        results.append((t, {k: v.clone() for k, v in model.state_dict().items()}))
+    (a, wa), (b, wb) = results
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [h["epoch"] for h in b.history if "test_mAP" in h] == [2, 3]  # every third epoch and the last
+    assert a.history[-1]["test_mAP"] == b.history[-1]["test_mAP"]
