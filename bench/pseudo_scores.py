@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlrpl.backbones import get_backbone
 from mlrpl.ist import intra_scores
 from mlrpl.cst import masked_prototype_similarity
-from mlrpl.run import RunConfig, _image_datasets, _model_inputs, build_model
+from mlrpl.run import RunConfig, prepare
 from mlrpl.trainer import _read_checkpoint
 
 MARGINS = (0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.4, 0.3)
@@ -29,11 +28,8 @@ def scores(run_dir: Path) -> dict:
     cfg = RunConfig(**json.loads((run_dir / "params.json").read_text()))
     if cfg.method not in ("sst", "hst"): raise SystemExit(f"{run_dir}: a {cfg.method} run; this reads sst and hst runs")
     torch.set_num_threads(cfg.threads)
-    backbone = get_backbone(cfg.backbone, pretrained=cfg.pretrained or None, out_dim=cfg.img_dim,
-                            **({"trunk_cut": cfg.trunk_cut} if cfg.trunk_cut else {}))
-    image_train, image_view, image_test = _image_datasets(cfg, backbone)
-    model = build_model(cfg, image_train, backbone)
-    _, view, _, _ = _model_inputs(cfg, image_train, image_view, image_test, backbone)
+    r = prepare(cfg)  # as the run built it; `val_view`: every training scene, unaugmented
+    model, view = r.model, r.val_view
     model.load_state_dict(_read_checkpoint(run_dir / "checkpoint.pt")["model"])
     model.eval()
     ist, cst, partial, full = [], [], [], []

@@ -17,6 +17,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ from .trainer import Trainer, TrainConfig, world
 # %% auto #0
 __all__ = ['SET_BY_RUN', 'RECIPES', 'AUGMENTS', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig', 'cache_record',
            'environment', 'config_diff', 'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size',
-           'build_model', 'pair_matrix', 'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'run']
+           'build_model', 'pair_matrix', 'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -449,8 +450,8 @@ def _env(out:Path, state:str, device, caches) -> dict:
         env["earlier"] = old.pop("earlier", []) + [old]
     return env
 
-def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
-    if state == "overwrite": clear_run(out)
+def prepare(cfg:RunConfig) -> SimpleNamespace:
+    "What a run trains and reads, built as `run` builds it: backbone, image_train/image_view/image_test, model, train/val_view/test (its inputs) and the caches read."
     set_seed(cfg.seed)
     from mlrpl.backbones import get_backbone
     options = getattr(M.METHODS.lookup(cfg.method), "backbone_options", lambda name: {})(cfg.backbone)  # CLSL: unpooled ResNet
@@ -462,8 +463,15 @@ def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone, not on what ran before
     model = build_model(cfg, image_train, backbone)  # before the feature cache: bad options fail in seconds
     train, val_view, test, caches = _model_inputs(cfg, image_train, image_view, image_test, backbone)
-    trainer = Trainer(model, train, test, TrainConfig(**cfg._train_kw(), progress=progress), results_dir=out,
-                      val_view=val_view, class_names=image_train.class_names)
+    return SimpleNamespace(backbone=backbone, image_train=image_train, image_view=image_view, image_test=image_test,
+                           model=model, train=train, val_view=val_view, test=test, caches=caches)
+
+def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
+    if state == "overwrite": clear_run(out)
+    r = prepare(cfg)
+    image_train, image_test, test, caches = r.image_train, r.image_test, r.test, r.caches
+    trainer = Trainer(r.model, r.train, test, TrainConfig(**cfg._train_kw(), progress=progress), results_dir=out,
+                      val_view=r.val_view, class_names=image_train.class_names)
     if state == "resume": trainer.restore()  # a checkpoint that does not fit fails here, naming the file, before params.json
     if trainer.rank == 0:
         out.mkdir(parents=True, exist_ok=True)

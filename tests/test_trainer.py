@@ -93,7 +93,7 @@ def test_two_processes_train_a_method_whose_loss_reads_its_own_parameters(scenes
     _torchrun(run, tmp_path / "two.json", "--batch", "8", "--data", scenes, "--method", "hst", "--known", "0.5",
               "--epochs", "2", env={**os.environ, "OMP_NUM_THREADS": "1"})
     two = json.loads((tmp_path / "two.json").read_text())
-    assert np.isfinite(two["summary"]["test_mAP_last"]) and two["weights"]["prototype_mask"]
+    assert np.isfinite(two["summary"]["test_mAP_last"]) and np.any(two["weights"]["prototype_mask"])  # prototypes were built
     assert two["weights"]["theta_intra"] != 1.0  # the thresholds learned (threshold_init 1.0)
 
 
