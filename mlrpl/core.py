@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['POS', 'UNK', 'NEG', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root', 'results_root',
-           'results_dir', 'write_atomic', 'Registry']
+__all__ = ['POS', 'UNK', 'NEG', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root', 'dataset_dir',
+           'results_root', 'results_dir', 'write_atomic', 'Registry']
 
 # %% ../nbs/00_core.ipynb #ea63cc47
 POS, UNK, NEG = 1, 0, -1  # known positive, unknown, known negative
@@ -60,13 +60,17 @@ def get_device(device:str="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
     return dev
 
 # %% ../nbs/00_core.ipynb #469b02c2
-def project_root(start:Path|str|None=None, # where to start looking (default: the working directory)
+def project_root(start:Path|str|None=None, # where to start looking (default: the working directory, then this package)
                 ) -> Path|None:
-    "The nearest folder at or above `start` holding mlrpl's `settings.ini`, or None."
-    here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        ini = d/"settings.ini"
-        if ini.is_file() and "lib_name = mlrpl" in ini.read_text(): return d
+    """The nearest folder at or above `start` holding mlrpl's `settings.ini`, or None. By default the one holding the
+    working directory, else the checkout this package is installed from (`pip install -e`): a script or notebook run
+    from anywhere finds the project's `data/` and `runs/`."""
+    import mlrpl
+    starts = [Path(start)] if start is not None else [Path.cwd(), Path(mlrpl.__file__).parent]
+    for here in starts:
+        for d in (here.resolve(), *here.resolve().parents):
+            ini = d/"settings.ini"
+            if ini.is_file() and "lib_name = mlrpl" in ini.read_text(): return d
     return None
 
 def _root(env:str, sub:str) -> Path:
@@ -77,6 +81,19 @@ def _root(env:str, sub:str) -> Path:
 def data_root() -> Path:
     "Where datasets live: `$MLRPL_DATA`, else the project's `data/`, else `~/.mlrpl/data`."
     return _root("MLRPL_DATA", "data")
+
+def dataset_dir(sub:str, # the dataset's folder under the data root
+                dataset:str, # its registered name, for the message
+                prepare:str, # how to make or fetch it
+               ) -> Path:
+    "`data_root()/sub`; when it is missing, one error naming the data root in use, why it is that one, and how to fill it."
+    root = data_root(); d = root/sub
+    if d.exists(): return d
+    if os.environ.get("MLRPL_DATA"): why = "from $MLRPL_DATA"
+    elif project_root(): why = f"the data/ of the mlrpl project at {project_root()}, as $MLRPL_DATA is not set"
+    else: why = "the default: $MLRPL_DATA is not set and no mlrpl project holds the working directory"
+    raise FileNotFoundError(f"{dataset}: {d} does not exist. The data root is {root} ({why}). {prepare}, "
+                            f"or set MLRPL_DATA to the folder that holds {sub}/ (or pass root=).")
 
 def results_root() -> Path:
     "Where runs are written: `$MLRPL_RESULTS`, else the project's `runs/`, else `~/.mlrpl/runs`."

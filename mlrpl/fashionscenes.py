@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .core import data_root
+from .core import data_root, dataset_dir
 from .data import DATASETS, CocoMultiLabel, _split
 
 # %% auto #0
@@ -179,7 +179,7 @@ def fashionscenes(root=None, # a folder written by write_fashion_scenes (default
                   **kw) -> CocoMultiLabel:
     "FashionScenes read back through the COCO loader."
     split = _split(split, "fashionscenes", {"train": "train", "test": "val", "val": "val"})
-    root = Path(root) if root else data_root()/"fashionscenes"
+    root = Path(root) if root else dataset_dir("fashionscenes", "fashionscenes", "Write it with `make data` in the mlrpl project (5 s)")
     ds = CocoMultiLabel(root/"images"/split, root/"annotations"/f"instances_{split}.json", name=f"fashionscenes/{split}", **kw)
     rec = root/"fashionscenes.json"
     ds.generator = json.loads(rec.read_text()).get("params") if rec.is_file() else None
