@@ -12,7 +12,7 @@ J ?= 2
 GRIDS := $(if $(filter 1,$(FULL)),grids/full,grids)
 RESULTS := $(if $(filter 1,$(FULL)),$(RUNS)/full,$(RUNS))
 
-.PHONY: reproduce paper test venv data fashion-mnist notebooks export clean readme check-clean sweep gpu-check
+.PHONY: reproduce paper test lab venv data fashion-mnist notebooks export clean readme check-clean sweep gpu-check
 
 reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1…0.9, ablations, co-occurrence; then tables/ and figures/
 	@start=$$(date +%s); \
@@ -21,14 +21,14 @@ reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1�
 	echo; cat tables/main.md; echo; echo "main job: $$(( $$(date +%s) - start )) s of runs and rendering (make reproduce$(if $(FULL), FULL=$(FULL)))"
 
 PM := $(BIN)/papermill --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING
-R := ../../$(RESULTS)
+R := $(RESULTS)
 paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (seconds; never trains)
-	mkdir -p $(RESULTS)/paper tables figures
-	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(R)/main -p tables_dir ../../tables -p dataset fashionscenes
-	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(R)/main:$(R)/ablations -p tables_dir ../../tables -p dataset fashionscenes
-	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(R)/cooc -p tables_dir ../../tables -p figures_dir ../../figures -p dataset fashionscenes
-	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main -p figures_dir ../../figures -p dataset fashionscenes -p annotations ""
-	$(PM) nbs/paper/claims.ipynb $(RESULTS)/paper/claims.ipynb -p results $(R)/main:$(R)/ablations -p cooc_results $(R)/cooc -p tables_dir ../../tables -p dataset fashionscenes -p cooc_dataset fashionscenes
+	mkdir -p $(RESULTS)/paper
+	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(R)/main
+	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(R)/main:$(R)/ablations
+	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(R)/cooc
+	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main
+	$(PM) nbs/paper/claims.ipynb $(RESULTS)/paper/claims.ipynb -p results $(R)/main:$(R)/ablations -p cooc_results $(R)/cooc
 
 test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 	$(BIN)/python tests/run.py
@@ -36,14 +36,25 @@ test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 gpu-check: ## one prepared check of a GPU machine (AMP, channels_last, CPU = CUDA, torchrun/NCCL, resume, bench), <= 5 min with the venv; ARGS="--dry-run" on a CPU, ARGS="--reference DIR" for the official column
 	bash bench/gpu_check.sh $(ARGS)
 
-venv: $(VENV)/.installed
+lab: venv ## JupyterLab from .venv on the project's kernel ('mlrpl (.venv)'), opening nbs/index.ipynb (the reading order); ARGS= passes options
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/nbs/index.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
+
+# The kernels (python3 for papermill and the sweep, mlrpl for JupyterLab: both this venv's Python) and the Jupyter
+# server's pre-save hook: nbdev cleans a notebook of this project as it is saved, as `make clean` would.
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
+venv: $(VENV)/.installed $(JUPYTER_HOOK)
 $(VENV)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name mlrpl --display-name "mlrpl (.venv)" >/dev/null
 	touch $@
+$(JUPYTER_HOOK): | $(VENV)/.installed
+	$(BIN)/python -c "import json, pathlib; p = pathlib.Path('$@'); c = json.loads(p.read_text()) if p.exists() else {}; \
+	c.setdefault('ContentsManager', {})['pre_save_hook'] = 'nbdev.clean.clean_jupyter'; \
+	p.parent.mkdir(parents=True, exist_ok=True); p.write_text(json.dumps(c, indent=2) + '\\n')"
 
 fashion-mnist: ## the real Fashion-MNIST files (Debian package), when missing and running as root
 	@if [ -f "$(FASHION_MNIST)/train-images-idx3-ubyte.gz" ] || [ -f "$${MLRPL_DATA:-data}/fashion-mnist/train-images-idx3-ubyte.gz" ]; then :; \

@@ -18,13 +18,14 @@ import pandas as pd
 __all__ = ['PAPER_PROPS', 'METHOD_ORDER', 'METRICS', 'METRIC_NAMES', 'METRIC_SHORT', 'SCHEDULE', 'RUN_COLUMNS', 'PAPER_COLUMNS',
            'BASELINE', 'CLAIMED', 'ABLATIONS', 'VERDICT_SDS', 'TARGET_POINTS', 'VERDICTS', 'CLAIM_COLUMNS', 'MARKERS',
            'BLEND_ENTRIES', 'read_params', 'cooc_strength', 'run_folders', 'collect', 'run_table', 'unfinished',
-           'paper_results', 'pct', 'fmt', 'order_labels', 'main_table', 'tidy_main', 'schedule_text', 'seeds_text',
-           'describe', 'ablation_table', 'tidy_ablations', 'cooc_gain', 'cooc_table', 'verdict', 'meets_target',
-           'paired_gain', 'cooc_slope', 'claims', 'claims_table', 'claims_caption', 'to_markdown', 'to_latex',
-           'save_table', 'save_figure', 'load_analysis', 'run_title', 'run_caption', 'markers', 'class_colors',
-           'plot_cooccurrence', 'plot_features_tsne', 'test_annotations', 'garment_boxes', 'attention_share',
-           'share_text', 'plot_attention', 'pseudo_history', 'has_pseudo_labels', 'plot_pseudo_labels', 'blend_history',
-           'plot_blending', 'mechanism_table', 'plot_map_vs_known', 'plot_cooc_gain']
+           'paper_results', 'in_project', 'pct', 'fmt', 'order_labels', 'main_table', 'tidy_main', 'schedule_text',
+           'seeds_text', 'describe', 'ablation_table', 'tidy_ablations', 'cooc_gain', 'cooc_table', 'verdict',
+           'meets_target', 'paired_gain', 'cooc_slope', 'claims', 'claims_table', 'claims_caption', 'to_markdown',
+           'to_latex', 'save_table', 'save_figure', 'load_analysis', 'run_title', 'run_caption', 'markers',
+           'class_colors', 'plot_cooccurrence', 'plot_features_tsne', 'test_annotations', 'garment_boxes',
+           'attention_share', 'share_text', 'plot_attention', 'pseudo_history', 'has_pseudo_labels',
+           'plot_pseudo_labels', 'blend_history', 'plot_blending', 'mechanism_table', 'plot_map_vs_known',
+           'plot_cooc_gain']
 
 # %% ../nbs/21_report.ipynb #9b559ab8
 PAPER_PROPS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the known proportions of the papers' tables
@@ -141,6 +142,13 @@ def paper_results(path=None, # a CSV with PAPER_COLUMNS (default: the project's 
     dup = df[df.duplicated(["dataset", "method", "known_prop", "metric"], keep=False)]
     if len(dup): raise ValueError(f"{path}: rows {', '.join(str(i + 2) for i in dup.index)} give the same number twice")
     return df
+def in_project(paths:str, # a paper notebook's folder parameter: folders joined by ':' ("" for none)
+              ) -> str:
+    "Each relative folder in `paths` taken from the project's folder, not the working directory: a paper notebook reads and writes the same folders wherever it runs."
+    if not paths: return paths
+    root = _project()
+    return ":".join(str(p if (p := Path(s).expanduser()).is_absolute() else root/p) for s in paths.split(":"))
+
 
 # %% ../nbs/21_report.ipynb #28d8f116
 def pct(p:float) -> str:

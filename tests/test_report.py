@@ -24,12 +24,18 @@ EXPECTED = {"tables": {f"{n}.{x}" for n in ("main", "main_f1", "ablations", "coo
                         for x in ("png", "pdf")}}
 
 
+_F, _DIGITS = "tests/fixtures/results", "fashionscenes_digits"  # relative to the project, as the notebooks take them
+PAPER_FIXTURE = {"main_table": dict(results=_F, dataset=_DIGITS), "ablations": dict(results=_F, dataset=_DIGITS), "cooc": dict(results=_F),
+           "figures": dict(results=_F, dataset=_DIGITS, annotations=f"{_F}/annotations/fashionscenes-digits/instances_val.json"),
+           "claims": dict(results=_F, cooc_results=_F, dataset=_DIGITS)}
+
+
 def render(out: Path):
-    "Execute every paper notebook with its default results (the fixture), writing tables and figures under `out`."
+    "Execute every paper notebook on the fixture, writing tables and figures under `out`."
     dirs = {"tables_dir": str(out / "tables"), "figures_dir": str(out / "figures")}
     (out / "executed").mkdir(parents=True, exist_ok=True)
     def one(nb):
-        pm.execute_notebook(paper / f"{nb}.ipynb", out / "executed" / f"{nb}.ipynb", parameters={k: dirs[k] for k in NOTEBOOKS[nb]},
+        pm.execute_notebook(paper / f"{nb}.ipynb", out / "executed" / f"{nb}.ipynb", parameters={**PAPER_FIXTURE[nb], **{k: dirs[k] for k in NOTEBOOKS[nb]}},
                             cwd=str(paper), kernel_name="python3", progress_bar=False, log_output=False)
     for nb in NOTEBOOKS: one(nb)  # one after another: papermill's cwd= changes the process's directory while a kernel starts
 
@@ -213,3 +219,11 @@ def test_map_and_cooc_figures_differ_by_marker():
     fig = R.plot_cooc_gain(gain)
     assert [c.lines[0].get_marker() for c in fig.axes[1].containers] == ["o", "^"]
     assert "seeds: 10%: 2 seeds (0, 1)" in fig.get_suptitle().replace("\n", " ")
+
+
+def test_a_paper_notebook_reads_the_same_folders_from_any_working_directory(first, tmp_path):
+    """Relative parameters are taken from the project's folder: papermill started elsewhere (here a scratch folder,
+    as `papermill nbs/paper/main_table.ipynb out.ipynb` from the repository root would be) reads the same runs."""
+    pm.execute_notebook(paper / "main_table.ipynb", tmp_path / "out.ipynb", cwd=str(tmp_path), kernel_name="python3",
+                        parameters={**PAPER_FIXTURE["main_table"], "tables_dir": str(tmp_path / "t")}, progress_bar=False, log_output=False)
+    assert (tmp_path / "t" / "main.md").read_bytes() == (first / "tables" / "main.md").read_bytes()
