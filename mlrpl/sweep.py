@@ -422,9 +422,17 @@ WORKER = ("import sys, json; from mlrpl.sweep import serve; "
           "serve(sys.argv[1], sys.argv[2] == 'fresh', sys.argv[3], json.loads(sys.argv[4]))")  # python -c WORKER KERNEL warm|fresh CWD ENV
 RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect(); get_ipython().execution_count = 1"
 
+_SOCKETS = itertools.count()
+
 class _Manager(AsyncKernelManager):
-    "An asynchronous kernel manager (nbclient watches for a dead kernel only with one) that keeps its clients, to close them after a run."
-    def __init__(self, **kw): super().__init__(**kw); self.clients = []
+    """An asynchronous kernel manager (nbclient watches for a dead kernel only with one) that keeps its clients, to
+    close them after a run. It talks to its kernel over Unix sockets in Jupyter's runtime folder (IPC), not TCP:
+    nothing listens on a port, and the kernel has no 'running over TCP without encryption' warning to print."""
+    def __init__(self, **kw):
+        from jupyter_core.paths import jupyter_runtime_dir
+        (runtime := Path(jupyter_runtime_dir())).mkdir(parents=True, exist_ok=True)
+        ip = str(runtime/f"mlrpl-{os.getpid()}-{next(_SOCKETS)}")  # one socket prefix per kernel: workers share a cwd
+        super().__init__(**{"transport": "ipc", "ip": ip, **kw}); self.clients = []
     def client(self, **kw):
         c = super().client(**kw); self.clients.append(c); return c
 
@@ -466,6 +474,7 @@ class _Kernel:
             if self.died() is None and self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
         finally:
             if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.wait()
+            run_sync(self.km.cleanup_resources)()  # its connection file and sockets, also those of a kernel that died
             self.km = None
 
     def reset(self):
