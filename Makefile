@@ -21,14 +21,13 @@ reproduce: data ## the main job: FashionScenes, every method Ã— known_prop 0.1â€
 	echo; cat tables/main.md; echo; echo "main job: $$(( $$(date +%s) - start )) s of runs and rendering (make reproduce$(if $(FULL), FULL=$(FULL)))"
 
 PM := $(BIN)/papermill --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING
-R := $(RESULTS)
 paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (seconds; never trains)
 	mkdir -p $(RESULTS)/paper
-	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(R)/main
-	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(R)/main:$(R)/ablations
-	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(R)/cooc
-	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(R)/main
-	$(PM) nbs/paper/claims.ipynb $(RESULTS)/paper/claims.ipynb -p results $(R)/main:$(R)/ablations -p cooc_results $(R)/cooc
+	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(RESULTS)/main
+	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(RESULTS)/main:$(RESULTS)/ablations
+	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(RESULTS)/cooc
+	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(RESULTS)/main
+	$(PM) nbs/paper/claims.ipynb $(RESULTS)/paper/claims.ipynb -p results $(RESULTS)/main:$(RESULTS)/ablations -p cooc_results $(RESULTS)/cooc
 
 test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 	$(BIN)/python tests/run.py

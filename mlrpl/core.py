@@ -67,8 +67,8 @@ def project_root(start:Path|str|None=None, # where to start looking (default: th
     from anywhere finds the project's `data/` and `runs/`."""
     import mlrpl
     starts = [Path(start)] if start is not None else [Path.cwd(), Path(mlrpl.__file__).parent]
-    for here in starts:
-        for d in (here.resolve(), *here.resolve().parents):
+    for here in (s.resolve() for s in starts):
+        for d in (here, *here.parents):
             ini = d/"settings.ini"
             if ini.is_file() and "lib_name = mlrpl" in ini.read_text(): return d
     return None
@@ -90,7 +90,7 @@ def dataset_dir(sub:str, # the dataset's folder under the data root
     root = data_root(); d = root/sub
     if d.exists(): return d
     if os.environ.get("MLRPL_DATA"): why = "from $MLRPL_DATA"
-    elif project_root(): why = f"the data/ of the mlrpl project at {project_root()}, as $MLRPL_DATA is not set"
+    elif proj := project_root(): why = f"the data/ of the mlrpl project at {proj}, as $MLRPL_DATA is not set"
     else: why = "the default: $MLRPL_DATA is not set and no mlrpl project holds the working directory"
     raise FileNotFoundError(f"{dataset}: {d} does not exist. The data root is {root} ({why}). {prepare}, "
                             f"or set MLRPL_DATA to the folder that holds {sub}/ (or pass root=).")

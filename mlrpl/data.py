@@ -20,6 +20,9 @@ from torchvision import transforms as T
 from .core import NEG, POS, UNK, Registry, check_labels, data_root, dataset_dir
 from .masking import drop_labels
 
+_GET_IT = "Get it as the README's Datasets section says"  # how a missing real dataset is prepared
+
+
 # %% auto #0
 __all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COCO_CLASSES', 'VOC_CLASSES', 'COCO_FIXTURE_CATS', 'COCO_FIXTURE_LABELS',
            'VOC_FIXTURE', 'NUSWIDE_FIXTURE_CONCEPTS', 'get_dataset', 'load_rgb', 'MultiLabelDataset',
@@ -238,7 +241,7 @@ def coco2014(root=None, # folder holding train2014/, val2014/, annotations/ (def
              **kw) -> CocoMultiLabel:
     "MS-COCO 2014: 80 classes, train2014 (82,783 images) / val2014 (40,504)."
     split = _split(split, "coco2014", {"train": "train", "test": "val", "val": "val"})
-    root = Path(root) if root else dataset_dir("coco", "coco2014", "Get it as the README's Datasets section says (train2014/, val2014/, annotations/)")
+    root = Path(root) if root else dataset_dir("coco", "coco2014", _GET_IT + " (train2014/, val2014/, annotations/)")
     return CocoMultiLabel(root/f"{split}2014", root/"annotations"/f"instances_{split}2014.json",
                           name=f"coco2014/{split}", **kw)
 
@@ -280,7 +283,7 @@ def voc2007(root=None, # the VOC2007 folder (default: $MLRPL_DATA/VOCdevkit/VOC2
             **kw) -> MultiLabelDataset:
     "Pascal VOC 2007 classification: 20 classes."
     split = _split(split, "voc2007", {"train": "trainval", "trainval": "trainval", "test": "test"})
-    root = Path(root) if root else dataset_dir("VOCdevkit/VOC2007", "voc2007", "Get it as the README's Datasets section says")
+    root = Path(root) if root else dataset_dir("VOCdevkit/VOC2007", "voc2007", _GET_IT)
     names, labels = voc_labels(root, split, difficult)
     return MultiLabelDataset([root/"JPEGImages"/f"{n}.jpg" for n in names], labels, VOC_CLASSES,
                              name=f"voc2007/{split}", source=str(root/"ImageSets"/"Main"/f"{split}.txt"), **kw)
@@ -316,7 +319,7 @@ def vg200(root=None, # default: $MLRPL_DATA/vg
           **kw) -> MultiLabelDataset:
     "Visual Genome VG-200 (SSGRL/KGGR split)."
     split = _split(split, "vg200", {"train": "train", "test": "test"})
-    root = Path(root) if root else dataset_dir("vg", "vg200", "Get it as the README's Datasets section says")
+    root = Path(root) if root else dataset_dir("vg", "vg200", _GET_IT)
     names, labels, cls = vg_labels(root, split)
     return MultiLabelDataset([root/"VG_100K"/n for n in names], labels, cls, name=f"vg200/{split}",
                              source=str(root/f"{split}_list_500.txt"), **kw)
@@ -347,7 +350,7 @@ def nuswide(root=None, # default: $MLRPL_DATA/nuswide
             **kw) -> MultiLabelDataset:
     "NUS-WIDE: 81 concepts."
     split = _split(split, "nuswide", {"train": "Train", "test": "Test"})
-    root = Path(root) if root else dataset_dir("nuswide", "nuswide", "Get it as the README's Datasets section says")
+    root = Path(root) if root else dataset_dir("nuswide", "nuswide", _GET_IT)
     paths, labels, concepts = nuswide_labels(root, split)
     return MultiLabelDataset([root/"Flickr"/p for p in paths], labels, concepts, name=f"nuswide/{split.lower()}",
                              source=str(root/"ImageList"/f"{split}Imagelist.txt"), **kw)

@@ -114,8 +114,7 @@ PAPER_COLUMNS = ["dataset", "method", "known_prop", "metric", "value", "source"]
 
 def _project() -> Path:
     from mlrpl.core import project_root  # here, not at the top: rendering needs no PyTorch, which mlrpl.core loads
-    here = globals().get("__file__")  # the module's own checkout first, then the working directory's
-    root = (project_root(Path(here).parent) if here else None) or project_root()
+    root = project_root()  # the working directory's, else the checkout mlrpl is installed from
     if root is None: raise FileNotFoundError("no mlrpl project (settings.ini) above the package or the working directory; pass the file's path")
     return root
 

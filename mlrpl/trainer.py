@@ -96,8 +96,8 @@ def init_distributed(device:torch.device) -> bool:
 
 def _leave_distributed():
     """At exit, leave the group together. A process that exits while a peer's last collective is still in flight
-    can abort one of them in the interpreter's teardown ("terminate called without an active exception", ~1 run in
-    20 of two CPU processes): a finished job then fails. So wait for every process first, unless this one is exiting
+    can abort one of them in the interpreter's teardown ("terminate called without an active exception", about 1 run
+    in 25 of two CPU processes): a finished job then fails. So wait for every process first, unless this one is exiting
     on an error (its peers may never reach the barrier; the timeout bounds the wait either way)."""
     if not (dist.is_available() and dist.is_initialized()): return
     if getattr(sys, "last_value", None) is None:  # set when an uncaught exception ends the program
