@@ -20,7 +20,7 @@ reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1�
 	$(MAKE) --no-print-directory paper; \
 	echo; cat tables/main.md; echo; echo "main job: $$(( $$(date +%s) - start )) s of runs and rendering (make reproduce$(if $(FULL), FULL=$(FULL)))"
 
-PM := $(BIN)/papermill --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING
+PM := $(BIN)/papermill --engine mlrpl --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING
 paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (seconds; never trains)
 	mkdir -p $(RESULTS)/paper
 	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(RESULTS)/main
@@ -69,14 +69,16 @@ data: venv fashion-mnist ## FashionScenes under the data root: 500 / 1,000 scene
 notebooks: venv ## execute every library notebook, slow cells included, into runs/notebooks/
 	mkdir -p $(RUNS)/notebooks
 	cd nbs && for nb in [0-9]*.ipynb; do \
-	  ../$(BIN)/papermill --cwd . -k python3 --no-progress-bar --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
+	  ../$(BIN)/papermill --engine mlrpl --cwd . -k python3 --no-progress-bar --log-level WARNING "$$nb" "../$(RUNS)/notebooks/$$nb" || exit 1; done
 
 sweep: venv ## run a grid of experiment runs: `make sweep GRID=grids/smoke.yaml J=2 RESULTS=runs` (J runs at a time, into RESULTS)
 	@test -n "$(GRID)" || { echo "usage: make sweep GRID=grids/<table>.yaml [J=2] [RESULTS=runs]"; exit 2; }
 	$(BIN)/mlrpl sweep $(GRID) -j $(J) --results $(RESULTS)
 
-export: venv ## notebooks → mlrpl/ and README.md
+WRITE_PARAMETERS := $(BIN)/python -c "from mlrpl.run import write_parameters; write_parameters()"
+export: venv ## notebooks → mlrpl/, RunConfig → the run notebook's parameters cell, index → README.md
 	$(BIN)/nbdev_export
+	$(WRITE_PARAMETERS)
 	$(BIN)/python .ci/readme.py
 
 clean: venv ## strip notebook outputs and metadata (keeps papermill's tags)
@@ -84,4 +86,4 @@ clean: venv ## strip notebook outputs and metadata (keeps papermill's tags)
 
 check-clean: venv ## fail if notebooks are not clean or mlrpl/ / README.md are out of date
 	$(BIN)/nbdev_clean && git diff --exit-code -- nbs
-	$(BIN)/nbdev_export && $(BIN)/python .ci/readme.py && git diff --exit-code -- mlrpl README.md
+	$(BIN)/nbdev_export && $(WRITE_PARAMETERS) && $(BIN)/python .ci/readme.py && git diff --exit-code -- mlrpl README.md nbs/experiments

@@ -230,7 +230,7 @@ def build(method, scenes, z, exact=True):
     tf = T.Compose([T.Resize((side, side)), T.ToTensor(), T.Normalize(LITE0_MEAN, LITE0_STD)])
     train = get_dataset("fashionscenes", scenes, "train", transform=tf, known_prop=0.5)
     test = get_dataset("fashionscenes", scenes, "test", transform=tf)
-    cfg = RunConfig(method=method, input_size=side, img_dim=z.img_dim, inter_dim=z.img_dim//2, out_dim=z.img_dim,
+    cfg = RunConfig(method=method, backbone="efficientnet_lite0", pretrained="imagenet", input_size=side, img_dim=z.img_dim, inter_dim=z.img_dim//2, out_dim=z.img_dim,
                     embeddings="minilm" if method == "clsl" else "glove", options=options(method, z, exact=exact))
     set_seed(0)
     model = build_model(cfg, train, get_backbone("efficientnet_lite0", pretrained="imagenet", out_dim=z.img_dim))

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from .core import Registry, data_root
+from .core import Progress, Registry, data_root
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
@@ -407,17 +407,16 @@ def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own tran
     batches = _TrunkBatches(dataset, backbone_transform(backbone, input_size), flips, batch_size,
                             backbone.trunk if on_cpu else None)  # on a CPU each worker runs the trunk on whole batches
     loader = DataLoader(batches, batch_size=None, num_workers=workers, generator=torch.Generator())  # global RNG untouched
-    if progress:
-        from tqdm.auto import tqdm
-        loader = tqdm(loader, desc=f"caching {backbone.name} features of {dataset.name}")
-    for idx, f in loader:  # (b,), (b, F, C, h, w) features, or images on a GPU
-        if not on_cpu: f = _trunk_batch(backbone.trunk, f)
-        f = f.numpy()
-        if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
-            raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
-                             f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
-        if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
-        out[idx.numpy()] = f.astype(dtype)
+    with Progress(len(dataset), f"caching {backbone.name} features of {dataset.name}", "images", enable=progress) as bar:
+        for idx, f in loader:  # (b,), (b, F, C, h, w) features, or images on a GPU
+            if not on_cpu: f = _trunk_batch(backbone.trunk, f)
+            f = f.numpy()
+            if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
+                raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
+                                 f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
+            if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
+            out[idx.numpy()] = f.astype(dtype)
+            bar.update(len(idx))
     out.flush(); shape = list(out.shape); del out
     built = dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
                  device=str(next(backbone.trunk.parameters()).device), workers=workers, batch_size=batch_size)

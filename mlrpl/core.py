@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['POS', 'UNK', 'NEG', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root', 'dataset_dir',
-           'results_root', 'results_dir', 'write_atomic', 'Registry']
+__all__ = ['POS', 'UNK', 'NEG', 'PROGRESS_MODES', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root',
+           'dataset_dir', 'results_root', 'results_dir', 'write_atomic', 'progress_mode', 'Progress', 'Registry']
 
 # %% ../nbs/00_core.ipynb #ea63cc47
 POS, UNK, NEG = 1, 0, -1  # known positive, unknown, known negative
@@ -120,6 +123,70 @@ def write_atomic(path:Path|str, # the file to (re)write
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
     return path
+
+# %% ../nbs/00_core.ipynb #e93caa4b
+PROGRESS_MODES = ("widget", "bar", "line", "off")
+
+def progress_mode() -> str:
+    "How bars are drawn here: $MLRPL_PROGRESS if set, else 'widget' in a Jupyter kernel with ipywidgets, 'bar' on a terminal, 'line'."
+    if mode := os.environ.get("MLRPL_PROGRESS"):
+        if mode not in PROGRESS_MODES: raise ValueError(f"MLRPL_PROGRESS={mode!r}: choose one of {', '.join(PROGRESS_MODES)}")
+        return mode
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and getattr(ipython.get_ipython(), "kernel", None) is not None:
+        try: import ipywidgets  # noqa: F401  (the widget needs it; without it the final line only)
+        except ImportError: return "line"
+        return "widget"
+    return "bar" if sys.stderr.isatty() else "line"
+
+# %% ../nbs/00_core.ipynb #5a3ff082
+class Progress:
+    "A bar over `total` steps, as `progress_mode` says; `with Progress(...) as bar: ... bar.update(n, epoch=3)`."
+    def __init__(self, total:int|None, desc:str, unit:str="it", enable:bool=True):
+        self.total, self.desc, self.unit, self.n, self.info, self.closed = total, desc, unit, 0, "", False
+        self.mode, self.t0, self.bar, self.handle = progress_mode() if enable else "off", time.monotonic(), None, None
+        if self.mode == "bar":
+            from tqdm.std import tqdm
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+        elif self.mode == "widget":
+            from tqdm.notebook import tqdm
+            from IPython.display import display
+            self.bar = tqdm(total=total, desc=desc, unit=unit, display=False)
+            self.handle = display(self.bar.container, display_id=True)
+
+    def update(self, n:int=1, **info):
+        "Advance by `n` steps; `info` (epoch=3, loss=0.41) is shown beside the bar and in the final line."
+        self.n += n
+        if info: self.info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        if self.bar is not None:
+            if info: self.bar.set_postfix_str(self.info, refresh=False)
+            self.bar.update(n)
+
+    def __enter__(self): return self
+    def __exit__(self, *exc): self.close()
+
+# %% ../nbs/00_core.ipynb #c6a6e427
+@patch
+def line(self:Progress) -> str:
+    "What was done, e.g. 'caching features: 1000/1000 images in 12 s (loss 0.3)'."
+    s = time.monotonic() - self.t0
+    took = f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s//60:.0f} min {s%60:.0f} s"
+    return f"{self.desc}: {self.n}{f'/{self.total}' if self.total else ''} {self.unit} in {took}" + (f" ({self.info})" if self.info else "")
+
+@patch
+def write(self:Progress, text:str):
+    "Print a line of text, above the bar on a terminal."
+    if self.mode == "bar": self.bar.write(text, file=sys.stdout)
+    else: print(text, flush=True)
+
+@patch
+def close(self:Progress):
+    "End the bar: it stays (terminal, widget), and the widget's display says the final line to whoever reads the notebook."
+    if self.closed or self.mode == "off": return
+    self.closed, line = True, self.line()
+    if self.bar is not None: self.bar.close()
+    if self.mode == "widget": self.handle.update({**self.bar.container._repr_mimebundle_(), "text/plain": line}, raw=True)
+    elif self.mode == "line": print(line, flush=True)
 
 # %% ../nbs/00_core.ipynb #aeba9255
 class Registry:

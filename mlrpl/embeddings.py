@@ -55,7 +55,12 @@ def load_sentence_model():
     import os
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never ask the hub
     from sentence_transformers import SentenceTransformer
-    return SentenceTransformer(str(pkg.get_model_path()), device="cpu")
+    from transformers.utils import logging as hf_logging
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar of a second's load would be one more line in every run notebook
+    try: return SentenceTransformer(str(pkg.get_model_path()), device="cpu")
+    finally:
+        if shown: hf_logging.enable_progress_bar()
 
 def cached_vectors(name:str, # the file's prefix: the vectors' source
                    key:str, # what the vectors depend on; its SHA-1 names the file

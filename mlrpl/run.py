@@ -31,9 +31,10 @@ from . import methods as M
 from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
-__all__ = ['SET_BY_RUN', 'RECIPES', 'AUGMENTS', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig', 'cache_record',
-           'environment', 'config_diff', 'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size',
-           'build_model', 'pair_matrix', 'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
+__all__ = ['SET_BY_RUN', 'RECIPES', 'AUGMENTS', 'NOTEBOOK_ONLY', 'SMOKE', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options',
+           'RunConfig', 'parameters_source', 'write_parameters', 'cache_record', 'environment', 'config_diff',
+           'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size', 'build_model', 'pair_matrix',
+           'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -108,42 +109,45 @@ AUGMENTS = ("hcp", "clsl", "flip")
 
 @dataclass
 class RunConfig:
-    dataset:str = "fashionscenes"  # a registered dataset (mlrpl.data.DATASETS)
-    label:str = ""  # this configuration's name in tables and figures ("": the method's name), e.g. "sarb: ILRB only"
-    data_root:str = ""  # the dataset's folder ("": its default under $MLRPL_DATA; a relative path: under $MLRPL_DATA)
-    method:str = "hst"  # a registered method (mlrpl.methods.available())
-    known_prop:float = 0.1  # share of training label entries kept
-    mask_scheme:str = "entry"  # entry (official), image, single_positive, file
-    mask_file:str = ""  # with mask_scheme="file"
-    seed:int = 0  # mask, model init, data order
-    backbone:str = "efficientnet_lite0"  # a registered backbone
-    pretrained:str = "imagenet"  # "imagenet", a weights file, or "" (random init)
-    input_size:int = 224  # image side fed to the backbone
+    """One run, flat. The defaults are the main job's laptop schedule on the embedded benchmark (`grids/main.yaml`: about
+    20 s a run on two cores once `make reproduce` has cached the features); each comment gives the official value, and
+    `grids/full/` holds the papers' schedules. The run notebook's parameters are these fields (`parameters_source`)."""
+    dataset:str = "fashionscenes"  # a registered dataset: fashionscenes, fashionscenes_digits, coco2014, voc2007, vg200, nuswide (mlrpl.data.DATASETS)
+    label:str = ""  # this configuration's name in tables and figures, e.g. "sarb: ILRB only"; empty: the method's name
+    data_root:str = ""  # the dataset's folder; a relative path is under $MLRPL_DATA; empty: its default there
+    method:str = "hst"  # a registered method: bce, an, durand, ssgrl, sst, hst, sarb, dsrb, clsl (mlrpl.methods.available())
+    known_prop:float = 0.1  # share of training label entries kept per image-class entry, in (0, 1]
+    mask_scheme:str = "entry"  # entry (official HCP), image, single_positive, clsl, file
+    mask_file:str = ""  # a mask saved by mlrpl.masking.save_mask, read when mask_scheme is file
+    seed:int = 0  # mask, model initialisation and data order
+    backbone:str = "garmentnet"  # a registered backbone: garmentnet, efficientnet_lite0, resnet18, resnet50, resnet101, clip_rn101 (official: resnet101)
+    pretrained:str = "fashion-mnist"  # garmentnet: fashion-mnist (the shipped weights); others: imagenet; a weights file; or "" (random initialisation)
+    input_size:int = 84  # image side fed to the backbone; 84 gives GarmentNet a 7 x 7 map (official: 448)
     use_cache:bool = True  # train from cached frozen-trunk features (flip-only augmentation)
-    trunk_cut:str = ""  # where the frozen trunk ends ("": the backbone's default; efficientnet_lite0: "blocks.5" or "bn2")
-    train_trunk:bool = False  # fine-tune the trunk too (CLSL fine-tunes all of ResNet-101); needs use_cache=False
-    embeddings:str = "glove"  # class-name vectors: "glove" (6B-50d), "minilm" (384-d sentence model), or a (C, E) .npy
-    img_dim:int = 1024  # channels of the backbone's output map (official: 1024)
-    inter_dim:int = 512  # semantic decoupling / IST inner size (official: 512)
-    out_dim:int = 1024  # classifier / IST pair size (official: 1024)
-    epochs:int = 20
-    batch_size:int = 8
-    lr:float = 1e-5
-    weight_decay:float = 5e-4
-    step_size:int = 10
-    recipe:str = "auto"  # "auto" (the method's own: hcp for SST/HST/SARB/DSRB/baselines, clsl for CLSL), "hcp" or "clsl"
-    optimizer:str = ""  # "" (the recipe's), "adam", "adamw" or "sgd"
-    scheduler:str = ""  # "" (the recipe's), "step" or "onecycle"
-    ema_decay:float = -1.0  # -1 (the recipe's), 0 (off) or a decay in (0, 1)
-    augment:str = ""  # "" (the recipe's), "hcp" (multi-scale crops + flip), "clsl" (flip, cutout, RandAugment), "flip"; cached runs: flips only
-    val_fraction:float = 0.1
-    test_every:int = 1  # score the test split every this many epochs and in the last (1: every epoch)
-    device:str = "auto"
-    amp:str = "none"
-    workers:int = 0
+    trunk_cut:str = ""  # where the frozen trunk ends; empty: the backbone's default; efficientnet_lite0: blocks.5 or bn2
+    train_trunk:bool = False  # fine-tune the trunk too (CLSL fine-tunes all of ResNet-101); needs use_cache False
+    embeddings:str = "glove"  # class-name vectors: glove (6B-50d), minilm (384-d sentence model), or a (C, E) .npy file
+    img_dim:int = 128  # channels of the backbone's output map (official: 1024)
+    inter_dim:int = 64  # semantic decoupling / IST inner size (official: 512)
+    out_dim:int = 128  # classifier / IST pair size (official: 1024)
+    epochs:int = 15  # training epochs (official: 20)
+    batch_size:int = 32  # images per step (official: 8)
+    lr:float = 1e-3  # learning rate, the OneCycle peak with scheduler onecycle (official HCP: 1e-5; CLSL: 1e-4, COCO 5e-5)
+    weight_decay:float = 1e-4  # weight decay (official HCP: 5e-4; CLSL: 1e-4)
+    step_size:int = 10  # StepLR: learning rate x0.1 every this many epochs (official: 10)
+    recipe:str = "auto"  # auto (the method's own: hcp for SST/HST/SARB/DSRB and the baselines, clsl for CLSL), hcp (Adam, StepLR), clsl (AdamW, OneCycle, EMA, cutout + RandAugment)
+    optimizer:str = ""  # adam, adamw, sgd; empty: as the recipe says
+    scheduler:str = ""  # step, onecycle; empty: as the recipe says
+    ema_decay:float = -1.0  # weight EMA decay per step, e.g. 0.9997 for CLSL; 0 is off; -1 takes the recipe's value
+    augment:str = ""  # hcp (multi-scale crops + flip), clsl (flip, cutout, RandAugment), flip; empty: as the recipe says; cached runs use flips only
+    val_fraction:float = 0.1  # share of training images held out for model selection
+    test_every:int = 5  # score the test split every this many epochs and in the last, whose score is the result (official: 1, every epoch)
+    device:str = "auto"  # auto, cpu, cuda, cuda:1
+    amp:str = "none"  # none, bf16, fp16 (CUDA only)
+    workers:int = 0  # data-loading processes
     threads:int = 1  # intra-op CPU threads of training; part of the result, since float reductions depend on it
-    results_dir:str = ""  # "" : $MLRPL_RESULTS/<dataset>/<method>/p<known_prop>-s<seed>
-    options:dict = field(default_factory=dict)  # the method's own switches, e.g. {"official_sign": True}
+    results_dir:str = ""  # where the run files go; empty: $MLRPL_RESULTS/<dataset>/<method>/p<known_prop>-s<seed>
+    options:dict = field(default_factory=dict)  # the method's own switches, e.g. {"official_sign": true} (see mlrpl.methods.options)
 
     def __post_init__(self):
         for f in dataclasses.fields(self): setattr(self, f.name, coerce(f.name, getattr(self, f.name), f.type))
@@ -200,6 +204,37 @@ class RunConfig:
         "The run's results folder."
         if self.results_dir: return Path(self.results_dir)
         return results_root()/self.dataset/self.method/f"p{self.known_prop:g}-s{self.seed}"
+
+# %% ../nbs/11b_run.ipynb #b9bb0d1a
+NOTEBOOK_ONLY = {"resume": (True, "continue this configuration's run in the folder (an interrupted run), or return it when finished"),
+                 "overwrite": (False, "replace the run the folder holds, even one of another configuration")}
+SMOKE = dict(dataset="fashionscenes_digits", backbone="efficientnet_lite0", pretrained="", input_size=64, img_dim=64, inter_dim=32,
+             out_dim=64, epochs=1, batch_size=16, lr=1e-4, weight_decay=5e-4, test_every=1)  # the tests' run: seconds
+
+def parameters_source() -> str:
+    "The run notebook's parameters cell: RunConfig's fields, defaults and comments (papermill's help), then NOTEBOOK_ONLY."
+    from fastcore.docments import docments
+    from mlrpl import run as module  # the exported class: its source file holds the comments (a notebook's class may have none)
+    helps, rows = docments(module.RunConfig), []
+    for f in dataclasses.fields(RunConfig):
+        v = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        if isinstance(v, dict): v = json.dumps(v)  # options: JSON text, as `-p options '{...}'` gives it
+        rows.append((f.name, v, helps[f.name]))
+    rows += [(k, v, h) for k, (v, h) in NOTEBOOK_ONLY.items()]
+    return "\n".join(f"{k}: {type(v).__name__} = {json.dumps(v) if isinstance(v, str) else repr(v)}  # {h}" for k, v, h in rows)
+
+# %% ../nbs/11b_run.ipynb #a68626b1
+def write_parameters(notebook:Path|str|None=None) -> bool:
+    "Write `parameters_source()` into the notebook's cell tagged `parameters` (default: the project's run notebook); True if it changed."
+    nb_path = Path(notebook) if notebook else project_root()/"nbs"/"experiments"/"train.ipynb"
+    nb = json.loads(nb_path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1: raise ValueError(f"{nb_path}: {len(cells)} cells are tagged 'parameters'; papermill needs exactly one")
+    src = parameters_source().splitlines(keepends=True)
+    if cells[0]["source"] == src: return False
+    cells[0]["source"] = src
+    nb_path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")  # as nbdev writes it
+    return True
 
 # %% ../nbs/11b_run.ipynb #f8f11301
 def _git(*args) -> str|None:
@@ -327,12 +362,12 @@ def _image_datasets(cfg:RunConfig, backbone):
     view = get_dataset(cfg.dataset, root, "train", transform=te_tf, **mask)
     return train, view, get_dataset(cfg.dataset, root, "test", transform=te_tf)
 
-def _model_inputs(cfg:RunConfig, train, view, test, backbone):
+def _model_inputs(cfg:RunConfig, train, view, test, backbone, progress:bool=True):
     "(train, validation view, test) as the model reads them, and the feature-cache folders read (built when missing)."
     if not cfg.use_cache: return train, view, test, []
     from mlrpl.backbones import CachedFeatures, build_feature_cache
-    tr_cache = build_feature_cache(train, backbone, input_size=cfg.input_size, flips=True, progress=False)
-    te_cache = build_feature_cache(test, backbone, input_size=cfg.input_size, flips=False, progress=False)
+    tr_cache = build_feature_cache(train, backbone, input_size=cfg.input_size, flips=True, progress=progress)
+    te_cache = build_feature_cache(test, backbone, input_size=cfg.input_size, flips=False, progress=progress)
     backbone.cached = True
     return (CachedFeatures(train, tr_cache, backbone, train=True), CachedFeatures(train, tr_cache, backbone),
             CachedFeatures(test, te_cache, backbone), [tr_cache, te_cache])
@@ -450,7 +485,7 @@ def _env(out:Path, state:str, device, caches) -> dict:
         env["earlier"] = old.pop("earlier", []) + [old]
     return env
 
-def prepare(cfg:RunConfig) -> SimpleNamespace:
+def prepare(cfg:RunConfig, progress:bool=True) -> SimpleNamespace:
     "What a run trains and reads, built as `run` builds it: backbone, image_train/image_view/image_test, model, train/val_view/test (its inputs) and the caches read."
     set_seed(cfg.seed)
     from mlrpl.backbones import get_backbone
@@ -462,13 +497,13 @@ def prepare(cfg:RunConfig) -> SimpleNamespace:
     check_splits(cfg, image_train, image_test)
     set_seed(cfg.seed)  # the model's initial weights depend on the seed alone, not on what ran before
     model = build_model(cfg, image_train, backbone)  # before the feature cache: bad options fail in seconds
-    train, val_view, test, caches = _model_inputs(cfg, image_train, image_view, image_test, backbone)
+    train, val_view, test, caches = _model_inputs(cfg, image_train, image_view, image_test, backbone, progress)  # a bar while a cache is built
     return SimpleNamespace(backbone=backbone, image_train=image_train, image_view=image_view, image_test=image_test,
                            model=model, train=train, val_view=val_view, test=test, caches=caches)
 
 def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
     if state == "overwrite": clear_run(out)
-    r = prepare(cfg)
+    r = prepare(cfg, progress)
     image_train, image_test, test, caches = r.image_train, r.image_test, r.test, r.caches
     trainer = Trainer(r.model, r.train, test, TrainConfig(**cfg._train_kw(), progress=progress), results_dir=out,
                       val_view=r.val_view, class_names=image_train.class_names)
@@ -492,7 +527,7 @@ def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
 def run(cfg:RunConfig|dict, # the run's parameters
         resume:bool=False, # continue the folder's run of this configuration (or return it, when finished)
         overwrite:bool=False, # replace whatever run the folder holds
-        progress:bool=True, # tqdm bars
+        progress:bool=True, # bars while the feature cache is built and while it trains (mlrpl.core.Progress)
        ) -> dict: # the summary metrics
     "Train and evaluate one configuration with `cfg.threads` threads; write every run file into its results folder, metrics.json last."
     if isinstance(cfg, dict): check_parameters(cfg, [f.name for f in dataclasses.fields(RunConfig)])

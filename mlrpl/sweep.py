@@ -38,14 +38,14 @@ import yaml
 from jupyter_client import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
-from .core import project_root, results_root, write_atomic
+from .core import Progress, project_root, results_root, write_atomic
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'RUN_FILES', 'KERNEL', 'WORKER', 'RESET', 'GridError',
            'Parameter', 'notebook_parameters', 'typed', 'Grid', 'load_grid', 'recorded_diff', 'run_file_problem',
            'slug', 'run_name', 'Job', 'sweep_dir', 'expand', 'check_recorded', 'write_jobs_file', 'SweepFailed',
-           'shared_inputs', 'startable', 'cores', 'exit_status', 'serve', 'SweepError', 'writable', 'lock_sweep',
-           'unlock_sweep', 'set_aside', 'run_sweep', 'main']
+           'shared_inputs', 'startable', 'cores', 'exit_status', 'shutdown', 'serve', 'IPCEngine', 'SweepError',
+           'writable', 'lock_sweep', 'unlock_sweep', 'set_aside', 'run_sweep', 'main']
 
 # %% ../nbs/20_sweep.ipynb #d1be685e
 class GridError(ValueError):
@@ -309,7 +309,7 @@ class Job:
 
     def argv(self, papermill=("papermill",)) -> list[str]:
         "The papermill command as a list of arguments; `papermill` is the program (and its leading arguments)."
-        a = [*papermill, str(self.notebook), str(self.output), "--cwd", str(self.notebook.parent), "-k", KERNEL, "--no-progress-bar"]
+        a = [*papermill, str(self.notebook), str(self.output), "--cwd", str(self.notebook.parent), "-k", KERNEL, "--engine", "mlrpl", "--no-progress-bar"]
         for k, v in self.params.items(): a += ["-r", k, v] if isinstance(v, str) else ["-p", k, repr(v)]
         return a
 
@@ -444,6 +444,14 @@ def exit_status(rc:int) -> str:
     return f"killed by {name} (signal {-rc}" + (": out of memory, or killed by hand)" if -rc == signal.SIGKILL else ")")
 
 # %% ../nbs/20_sweep.ipynb #bd8de38a
+def shutdown(km:AsyncKernelManager, alive:bool=True):
+    "Shut a kernel down by a shutdown request (killed if it has not ended in 5 s), then remove its connection file and sockets."
+    try:  # not km.shutdown_kernel: it sends SIGINT first, and a kernel inside a message handler logs "KeyboardInterrupt caught in kernel"
+        if alive and km.has_kernel:
+            run_sync(km.request_shutdown)()
+            run_sync(km.finish_shutdown)(waittime=5)
+    finally: run_sync(km.cleanup_resources)()  # also those of a kernel that died
+
 class _Kernel:
     "A worker's kernel, kept from run to run; what its process writes goes to the log of the run it is on."
     def __init__(self, name:str):
@@ -468,13 +476,11 @@ class _Kernel:
         return None if rc is None else f"the kernel (pid {self.proc.pid}) died: {exit_status(rc)}"
 
     def stop(self):
-        "Shut the kernel down (kill it, the run it is on is lost anyway) and reap it."
+        "Shut the kernel down (`shutdown`) and reap it."
         if self.km is None: return
-        try:
-            if self.died() is None and self.km.has_kernel: run_sync(self.km.shutdown_kernel)(now=True)
+        try: shutdown(self.km, alive=self.died() is None)
         finally:
             if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.wait()
-            run_sync(self.km.cleanup_resources)()  # its connection file and sockets, also those of a kernel that died
             self.km = None
 
     def reset(self):
@@ -545,6 +551,28 @@ def serve(kernel:str=KERNEL, # the kernel's name
             answers.write(json.dumps({"error": _run_job(k, json.loads(line), fresh)}) + "\n"); answers.flush()
     except KeyboardInterrupt: pass
     finally: k.stop()
+
+# %% ../nbs/20_sweep.ipynb #a78a7b51
+class IPCEngine:
+    "papermill's engine `mlrpl`: nbclient, as papermill's default engine, on a kernel over IPC that is shut down by request."
+    @classmethod
+    def nb_kernel_name(cls, nb, name=None):
+        from papermill.engines import NBClientEngine
+        return NBClientEngine.nb_kernel_name(nb, name)
+
+    @classmethod
+    def nb_language(cls, nb, language=None):
+        from papermill.engines import NBClientEngine
+        return NBClientEngine.nb_language(nb, language)
+
+    @classmethod
+    def execute_notebook(cls, nb, kernel_name, **kwargs):
+        from papermill.engines import NBClientEngine
+        km = _Manager(kernel_name=kernel_name)  # not started: nbclient starts it in the run's folder, and leaves it running
+        try: return NBClientEngine.execute_notebook(nb, kernel_name, km=km, **kwargs)
+        finally:
+            for c in km.clients: c.stop_channels()
+            shutdown(km)
 
 # %% ../nbs/20_sweep.ipynb #34c20ab7
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -676,7 +704,7 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
               dry_run:bool=False, # report what each run would do; run and write nothing
               kernel:str=KERNEL, # the Jupyter kernel the runs execute in
               fresh_kernels:bool=False, # a new kernel for each run (default: each worker keeps its kernel)
-              progress:bool=True, # print a line when a run starts and ends
+              progress:bool=True, # a bar over the runs, and a line when a run starts and ends
               poll:float=0.2, # seconds between looks at the running runs
              ) -> list[dict]:
     "Run every run of the grid that is not finished, `jobs` at a time; return each run's record (as in sweep.json)."
@@ -700,11 +728,12 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
                                                 f"{', '.join(sorted(specs)) or 'none'}); `make venv` installs 'python3'")
     writable(folder, "sweep folder")
     lock = lock_sweep(folder, say=say)
-    try: return _run_locked(g, todo, records, folder, lock, jobs, kernel, fresh_kernels, say, poll)
+    try: return _run_locked(g, todo, records, folder, lock, jobs, kernel, fresh_kernels, say, poll, progress)
     finally: unlock_sweep(lock)
 
 # %% ../nbs/20_sweep.ipynb #7b40c42e
-def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float) -> list[dict]:
+def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float,
+                progress:bool=False) -> list[dict]:
     "`run_sweep` once the sweep holds its folder."
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
     bad = []
@@ -729,7 +758,8 @@ def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:in
         if records[i]["unfinished"]: say(f"unfinished {todo[i].run}: {records[i]['unfinished']}; it runs again")
     save()
     first = todo[pending[0]].env if pending else {}
-    with open(folder/"workers.log", "a") as wlog:  # what the workers write outside any run
+    with Progress(n_run, f"sweep {g.name}", "runs", enable=progress) as bar, open(folder/"workers.log", "a") as wlog:  # wlog: what the workers write outside any run
+        if progress: say = bar.write  # the lines above the bar
         new_worker = lambda: _Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog, first, lock)
         try:
             # every worker starts now: its kernel starts while the first run (which may build alone) runs
@@ -762,6 +792,7 @@ def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:in
                         built.update(shared_inputs(j.values))
                         say(f"done    {j.run} ({r['seconds']:.0f} s)")
                     else: say(f"FAILED  {j.run} ({r['error']})" + (f"; log: {j.log}\n{_tail(j.log)}" if j.log.is_file() else ""))
+                    bar.update(1, failed=sum(r["status"] == "failed" for r in records))
                     save()
         except KeyboardInterrupt:
             _stop([w for w, _ in running.values()] + idle)

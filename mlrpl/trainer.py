@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from .core import get_device, set_seed, write_atomic
+from .core import Progress, get_device, set_seed, write_atomic
 from .methods import StepContext
 from .metrics import average_precision, evaluate
 
@@ -52,7 +52,7 @@ class TrainConfig:
     channels_last:bool = True  # on CUDA
     checkpoint:bool = True  # write checkpoint.pt each epoch (needs results_dir)
     tensorboard:bool = False  # also log to TensorBoard (needs the tensorboard package)
-    progress:bool = True  # tqdm bars
+    progress:bool = True  # one bar over the whole training (mlrpl.core.Progress)
     max_steps:int = 0  # stop each epoch after this many steps (0: all); for smoke runs
     optimizer:str = "adam"  # "adam" (HCP methods), "adamw" (CLSL) or "sgd"
     scheduler:str = "step"  # "step" (StepLR per epoch) or "onecycle" (OneCycleLR per batch, max_lr = lr)
@@ -205,7 +205,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.cuda else None
         self.history, self.epoch, self.per_class, self.test_predictions = [], 0, None, None
-        self.writer, self._restored = None, None
+        self.writer, self._restored, self.bar = None, None, None  # bar: the training bar while fit runs
 
     # ---- loaders
     def steps_per_epoch(self) -> int:
@@ -272,11 +272,7 @@ class Trainer:
         loader = self._loader(self.train_set, sampler=self.sampler, drop_last=True)
         steps = self.steps_per_epoch()
         sums, counts = {}, {}
-        it = loader
-        if cfg.progress and self.rank == 0:
-            from tqdm.auto import tqdm
-            it = tqdm(loader, total=steps, desc=f"epoch {epoch}", leave=False)
-        for step, (idx, x, partial, full) in enumerate(it):
+        for step, (idx, x, partial, full) in enumerate(loader):
             if step >= steps: break
             x, target = _to(x, self.device, self.cuda and cfg.channels_last), partial.to(self.device)
             ctx = StepContext(epoch=epoch, step=step, steps=steps, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step)),
@@ -289,6 +285,7 @@ class Trainer:
             if cfg.scheduler == "onecycle": self.scheduler.step()
             if self.ema is not None: self.ema.update(model)
             for k, v in logs.items(): sums[k] = sums.get(k, 0.0) + float(v)
+            if self.bar is not None: self.bar.update(1)
             unknown, truth = (partial == 0), (full > 0)
             for k, p in pseudo.items():
                 p = p.cpu() & unknown
@@ -387,38 +384,46 @@ def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
             try: from torch.utils.tensorboard import SummaryWriter
             except ImportError: raise ImportError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from None
             self.writer = SummaryWriter(str(self.results_dir/"tensorboard"))
-    for epoch in range(start, cfg.epochs if until is None else min(until, cfg.epochs)):
-        t0 = time.time()
-        self.epoch = epoch
-        self.model.epoch_start(epoch, self)
-        rec = dict(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"])
-        rec.update(self.train_epoch(epoch))
-        if self.val_set is not None:
-            rec["val_mAP"] = self.evaluate(self.val_set, known_only=True)[0]["mAP"]
-        if epoch == cfg.epochs - 1 or (epoch + 1) % cfg.test_every == 0:  # the result is the last epoch's; the others are curves
-            m, self.per_class, self.test_predictions = self.evaluate(self.test_set, keep=keep_test if epoch == cfg.epochs - 1 else None)
-            rec.update({f"test_{k}": v for k, v in m.items()})
-            if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
-        for name in ("theta_intra", "theta_inter"):
-            if hasattr(self.model, name): rec[name] = getattr(self.model, name).item()
-        if cfg.scheduler == "step": self.scheduler.step()
-        rec["seconds"] = round(time.time() - t0, 2)
-        self.history.append(rec)
-        if self.rank == 0: self._log(rec)
-        if self.rank == 0 and cfg.checkpoint:
-            state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                         scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
-                         history=self.history, epoch=epoch, config=dataclasses.asdict(cfg), method=self.model.name,
-                         **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}))
-            try: write_atomic(ck, lambda tmp: torch.save(state, tmp))
-            except (OSError, RuntimeError) as e:  # a full disk: torch's "enforce fail at inline_container.cc", or ENOSPC
-                raise OSError(f"writing {ck} after epoch {epoch} failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
-                              "the previous checkpoint is kept") from None
-        if self.distributed: dist.barrier()
+    end = cfg.epochs if until is None else min(until, cfg.epochs)
+    with Progress((end - start)*self.steps_per_epoch(), f"training {self.model.name}", "steps", enable=cfg.progress and self.rank == 0) as self.bar:
+        for epoch in range(start, end):
+            t0 = time.time()
+            self.epoch = epoch
+            self.model.epoch_start(epoch, self)
+            rec = dict(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"])
+            rec.update(self.train_epoch(epoch))
+            if self.val_set is not None:
+                rec["val_mAP"] = self.evaluate(self.val_set, known_only=True)[0]["mAP"]
+            if epoch == cfg.epochs - 1 or (epoch + 1) % cfg.test_every == 0:  # the result is the last epoch's; the others are curves
+                m, self.per_class, self.test_predictions = self.evaluate(self.test_set, keep=keep_test if epoch == cfg.epochs - 1 else None)
+                rec.update({f"test_{k}": v for k, v in m.items()})
+                if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
+            for name in ("theta_intra", "theta_inter"):
+                if hasattr(self.model, name): rec[name] = getattr(self.model, name).item()
+            if cfg.scheduler == "step": self.scheduler.step()
+            rec["seconds"] = round(time.time() - t0, 2)
+            self.history.append(rec)
+            if self.rank == 0: self._log(rec)
+            self.bar.update(0, **_shown(rec, cfg.epochs))
+            if self.rank == 0 and cfg.checkpoint:
+                state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
+                             history=self.history, epoch=epoch, config=dataclasses.asdict(cfg), method=self.model.name,
+                             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}))
+                try: write_atomic(ck, lambda tmp: torch.save(state, tmp))
+                except (OSError, RuntimeError) as e:  # a full disk: torch's "enforce fail at inline_container.cc", or ENOSPC
+                    raise OSError(f"writing {ck} after epoch {epoch} failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+                                  "the previous checkpoint is kept") from None
+            if self.distributed: dist.barrier()
+    self.bar = None
     self.summary = _summary(self.history)
     if self.writer is not None: self.writer.close()
     if finish and len(self.history) >= cfg.epochs: self.finish()
     return self.summary
+
+def _shown(rec:dict, epochs:int) -> dict:
+    "What the training bar shows of an epoch's record."
+    return dict(epoch=f"{rec['epoch'] + 1}/{epochs}", **{k: rec[k] for k in ("train_loss", "val_mAP", "test_mAP") if k in rec})
 
 def _finish(self) -> dict:
     "Mark the run finished: per_class.csv, then metrics.json last (a sweep skips a folder that has it); never a NaN mAP."

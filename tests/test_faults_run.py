@@ -36,7 +36,7 @@ def data(tmp_path_factory):
 
 
 def config(folder, data, **kw) -> RunConfig:
-    base = dict(data_root=str(data / "digits"), method="bce", pretrained="", input_size=64, img_dim=32, inter_dim=16,
+    base = dict(data_root=str(data / "digits"), method="bce", backbone="efficientnet_lite0", pretrained="", input_size=64, img_dim=32, inter_dim=16,
                 out_dim=32, epochs=1, batch_size=8, lr=1e-3, results_dir=str(folder))
     return RunConfig(**{**base, **kw})
 
@@ -154,13 +154,11 @@ def test_an_option_out_of_range_fails_before_the_feature_cache(options, message,
     assert not (tmp_path / "feature_cache").exists() and not (tmp_path / "r").exists()
 
 
-# ---- 3. CLSL on the train notebook's own defaults
+# ---- 3. CLSL on the smoke run (the train notebook under nbdev_test)
 
-def test_clsl_trains_on_the_train_notebook_defaults(data, tmp_path):
+def test_clsl_trains_on_the_smoke_run(data, tmp_path):
     "86 training images in batches of 16: 5 steps, and OneCycle's warm-up (0.2 of them) peaked at step 0, dividing by zero."
-    from mlrpl.sweep import notebook_parameters
-    nb = {k: p.default for k, p in notebook_parameters(TRAIN_NB).items() if k not in ("resume", "overwrite")}
-    s = run({**nb, "method": "clsl", "embeddings": "minilm", "results_dir": str(tmp_path / "clsl")}, progress=False)
+    s = run({**R.SMOKE, "method": "clsl", "embeddings": "minilm", "results_dir": str(tmp_path / "clsl")}, progress=False)
     assert s["epochs"] == 1 and np.isfinite(s["test_mAP_last"])
 
 

@@ -19,6 +19,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from mlrpl.run import SMOKE
 from mlrpl.sweep import GridError, _Kernel, _run_job, expand, run_sweep
 
 root = Path(__file__).resolve().parent.parent
@@ -146,7 +147,8 @@ def test_a_killed_sweep_stops_its_runs_and_its_rerun_continues(tmp_path):
 
 def test_a_killed_worker_fails_its_run_and_the_rerun_is_bit_identical(tmp_path):
     grid = tmp_path / "real.yaml"
-    grid.write_text(f"name: real\nnotebook: {TRAIN}\nbase: {{dataset: fashionscenes_digits, method: hst, known_prop: 0.3, epochs: 4}}\n")
+    base = json.dumps({**SMOKE, "method": "hst", "known_prop": 0.3, "epochs": 4})  # JSON is YAML
+    grid.write_text(f"name: real\nnotebook: {TRAIN}\nbase: {base}\n")
     env = {**os.environ, "MLRPL_DATA": str(tmp_path / "data")}
     ref = _sweep(grid, tmp_path / "ref", env=env, timeout=600)  # uninterrupted; it writes the scenes and the feature cache
     assert ref.returncode == 0, ref.stdout + ref.stderr

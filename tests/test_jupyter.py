@@ -91,3 +91,59 @@ def test_saving_a_notebook_in_jupyter_leaves_it_as_committed(server):
     ini.write_text(ini.read_text().replace("jupyter_hooks = True", "jupyter_hooks = False"))
     _api(port, "nbs/01_masking.ipynb", token, "PUT", _as_jupyterlab_saves(model))
     assert f.read_bytes() != committed and b"language_info" in f.read_bytes()
+
+
+PROGRESS_CELL = ("from mlrpl.core import Progress\n"
+                 "with Progress(400, 'counting', 'items') as bar:\n"
+                 "    for i in range(400): bar.update(1, last=i)")
+
+
+def _papermill(tmp_path, *engine):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(PROGRESS_CELL)]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    runtime = tmp_path / "runtime"
+    p = subprocess.run([str(BIN / "papermill"), *engine, "-k", "python3", "--log-level", "WARNING", "--no-progress-bar",
+                        str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    return p.stdout + p.stderr, json.loads((tmp_path / "out.ipynb").read_text()), sorted(runtime.iterdir()) if runtime.exists() else []
+
+
+def test_papermill_engine_mlrpl_runs_a_kernel_over_ipc_that_shuts_down_without_an_interrupt(tmp_path):
+    log, nb, left = _papermill(tmp_path, "--engine", "mlrpl")
+    assert "without encryption" not in log and "KeyboardInterrupt" not in log, log
+    assert left == [], left  # the kernel's connection file and sockets are removed
+    # the progress bar of a saved run notebook: one output, whose text is the final line
+    (out,) = nb["cells"][0]["outputs"]
+    assert out["output_type"] == "display_data" and "application/vnd.jupyter.widget-view+json" in out["data"], out
+    assert "".join(out["data"]["text/plain"]).startswith("counting: 400/400 items in "), out
+
+
+def test_papermill_own_engine_warns_of_tcp_the_control(tmp_path):
+    log, _, _ = _papermill(tmp_path)
+    assert "Kernel is running over TCP without encryption" in log, log
+
+
+def test_progress_draws_a_bar_on_a_terminal_and_one_line_in_a_log(tmp_path):
+    import pty
+    code = PROGRESS_CELL + "\nimport time; time.sleep(0.2)"
+    env = {k: v for k, v in os.environ.items() if k != "MLRPL_PROGRESS"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0 and p.stderr == "" and p.stdout.count("\n") == 1, (p.stdout, p.stderr)  # a log: one line
+    assert p.stdout.startswith("counting: 400/400 items in ") and p.stdout.rstrip().endswith("(last 399)"), p.stdout
+    import fcntl, struct, termios
+    pid, fd = pty.fork()
+    if pid == 0:  # the child, on a terminal of 100 columns
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+        os.execve(sys.executable, [sys.executable, "-c", code], env)
+    chunks = []
+    while True:
+        try: b = os.read(fd, 4096)
+        except OSError: break
+        if not b: break
+        chunks.append(b)
+    os.waitpid(pid, 0)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "\r" in shown and "100%" in shown and "400/400" in shown and "last=399" not in shown and "last 399" in shown, shown

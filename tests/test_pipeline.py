@@ -2,6 +2,7 @@
 `mlrpl sweep` (papermill runs of nbs/experiments/train.ipynb) → run folders → the paper notebook that renders the
 main table. Only parameters change between datasets; nothing here is specific to FashionScenes."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ notebook: {notebook}
 base:
   dataset: {dataset}
   data_root: {root}
+  backbone: efficientnet_lite0
   pretrained: ""
   input_size: 64
   img_dim: 32
@@ -47,6 +49,15 @@ variants:
   - {{method: ssgrl}}
   - {{method: clsl, options: {{num_heads: 2, ffn_dim: 32, att_dim: 16}}}}
 """
+
+
+def _bar_lines(executed) -> list[str]:
+    "The saved notebook of a run: its run cell's outputs are its result and one line per progress bar, no refresh flood."
+    cells = json.loads(executed.read_text())["cells"]
+    (cell,) = [c for c in cells if "summary = run(cfg" in "".join(c["source"])]
+    streams = "".join("".join(o["text"]) for o in cell["outputs"] if o["output_type"] == "stream")  # warnings may be there
+    assert "\r" not in streams and "|" not in streams, streams  # but no bar's refresh
+    return ["".join(o["data"]["text/plain"]) for o in cell["outputs"] if o["output_type"] == "display_data"]
 
 
 @pytest.mark.parametrize("dataset", ["coco2014", "voc2007", "vg200", "nuswide"])
@@ -66,6 +77,9 @@ def test_pipeline_on_real_formats(dataset, tmp_path):
         params, record = (json.loads((r / f).read_text()) for f in ("params.json", "env.json"))
         assert params["dataset"] == dataset and params["threads"] == record["threads"] == 1  # the notebook's default
         assert len(record["feature_caches"]) == 2  # the train and test caches it read, named in env.json
+        bars = _bar_lines(r / "train.ipynb")
+        assert all(re.fullmatch(r"(caching \w+ features of \S+|training \w+): \d+/\d+ (images|steps) in .*", b) for b in bars), bars
+        assert sum(b.startswith("training ") for b in bars) == 1, bars  # one line for the whole training
     tables = tmp_path / "tables"
     out = subprocess.run([str(BIN / "papermill"), "--cwd", str(ROOT / "nbs" / "paper"), "-k", "python3", "--no-progress-bar",
                           str(ROOT / "nbs" / "paper" / "main_table.ipynb"), str(tmp_path / "main_table.ipynb"),
