@@ -5,7 +5,9 @@
 # %% ../nbs/02_data.ipynb #909d9409
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import io
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -200,7 +202,8 @@ def coco_labels(ann_file) -> tuple[list[dict], np.ndarray, list[str]]:
     d = _read_json(ann_file, "COCO annotation file")
     _check_coco(d, ann_file)
     coco = COCO()  # indexed from the checked content, not read again
-    coco.dataset = d; coco.createIndex()
+    coco.dataset = d
+    with contextlib.redirect_stdout(io.StringIO()): coco.createIndex()  # pycocotools prints "creating index... index created!"
     cat_ids = sorted(coco.cats)
     if not cat_ids: raise ValueError(f"COCO annotation file {ann_file} has no categories")
     col = {cid: j for j, cid in enumerate(cat_ids)}
