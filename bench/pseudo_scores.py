@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mlrpl.ist import intra_scores
-from mlrpl.cst import masked_prototype_similarity
+from mlrpl.losses import prototype_similarity
 from mlrpl.run import RunConfig, prepare
 from mlrpl.trainer import _read_checkpoint
 
@@ -38,7 +38,7 @@ def scores(run_dir: Path) -> dict:
         out = model(x)
         ist.append(intra_scores(out["cooc"], p).clamp(-1, 1))
         if cfg.method == "sst": cst.append(model.queue.similarity(out["features"]))
-        else: cst.append(masked_prototype_similarity(out["features"], model.prototypes, model.prototype_mask))
+        else: cst.append(prototype_similarity(out["features"], model.prototypes, model.prototype_mask))
         partial.append(p); full.append(y)
     cat = lambda xs: torch.cat(xs).numpy()
     extra = dict(theta_intra=float(model.theta_intra), theta_inter=float(model.theta_inter)) if cfg.method == "hst" else {}

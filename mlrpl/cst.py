@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['FeatureQueue', 'kmeans_prototypes', 'prototypes_from_batches', 'masked_prototype_similarity']
+__all__ = ['FeatureQueue', 'kmeans_prototypes', 'prototypes_from_batches']
 
 # %% ../nbs/09_cst.ipynb #4be34ddc
 class FeatureQueue(nn.Module):
@@ -84,14 +84,3 @@ def prototypes_from_batches(batches, # iterable of (out dict with "features" (B,
     if not feats: raise ValueError("no training batch to compute prototypes from")
     return kmeans_prototypes(torch.cat(feats).numpy(), torch.cat(classes).numpy(), num_classes, k, random_state)
 
-def masked_prototype_similarity(features:torch.Tensor, # (B, C, D)
-                                prototypes:torch.Tensor, # (C, K, D)
-                                mask:torch.Tensor|None=None, # (C, K) real prototypes (None: all)
-                               ) -> torch.Tensor: # (B, C); 0 for a class without prototypes
-    "Mean cosine similarity to the class's (real) prototypes."
-    f = F.normalize(features, dim=-1, eps=1e-9)
-    p = F.normalize(prototypes.to(f.dtype), dim=-1, eps=1e-9)
-    cos = torch.einsum("bcd,ckd->bck", f, p)
-    if mask is None: return cos.mean(-1)
-    m = mask.to(f.dtype)
-    return (cos*m).sum(-1) / m.sum(-1).clamp(min=1)

@@ -92,19 +92,24 @@ def instance_contrastive_loss(features:torch.Tensor, # (B, C, D) class features
 # %% ../nbs/07_losses.ipynb #94dff1f4
 def prototype_similarity(features:torch.Tensor, # (B, C, D)
                          prototypes:torch.Tensor, # (C, K, D)
-                        ) -> torch.Tensor: # (B, C) mean cosine similarity to the class's K prototypes
-    "Mean cosine similarity of each class feature to its class's prototypes."
+                         mask:torch.Tensor|None=None, # (C, K) the real prototypes (None: all K)
+                        ) -> torch.Tensor: # (B, C); 0 for a class without a prototype
+    "Mean cosine similarity of each class feature to its class's (real) prototypes."
     f = F.normalize(features, dim=-1, eps=1e-9)
-    p = F.normalize(prototypes.to(features.dtype), dim=-1, eps=1e-9)
-    return torch.einsum("bcd,ckd->bck", f, p).mean(-1)
+    p = F.normalize(prototypes.to(f.dtype), dim=-1, eps=1e-9)
+    cos = torch.einsum("bcd,ckd->bck", f, p)  # (B, C, K)
+    if mask is None: return cos.mean(-1)
+    m = mask.to(f.dtype)
+    return (cos*m).sum(-1) / m.sum(-1).clamp(min=1)
 
 def prototype_contrastive_loss(features:torch.Tensor, # (B, C, D)
                                target:torch.Tensor, # (B, C) in {1, 0, -1}
                                prototypes:torch.Tensor, # (C, K, D)
+                               mask:torch.Tensor|None=None, # (C, K) the real prototypes (None: all K)
                                official_sign:bool=False, # True: the released code's 1 + y·s
                               ) -> torch.Tensor: # scalar
     "HST's prototype-level contrastive loss."
-    s = prototype_similarity(features, prototypes)
+    s = prototype_similarity(features, prototypes, mask)
     y = target.to(s.dtype)
     return (1 + y*s).mean() if official_sign else (1 - y*s).mean()
 

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import Registry
-from .cst import FeatureQueue, masked_prototype_similarity, prototypes_from_batches
+from .cst import FeatureQueue, prototypes_from_batches
 from .ist import IntraImageTransfer, intra_scores, pseudo_positive, soft_pseudo_label, sst_intra_target, sst_margin
-from .losses import (assume_negative_bce, cooccurrence_loss, durand_bce, instance_contrastive_loss, partial_bce)
+from .losses import (assume_negative_bce, cooccurrence_loss, durand_bce, instance_contrastive_loss, partial_bce,
+                          prototype_contrastive_loss, prototype_similarity)
 from .sarl import SARLHead
 
 # %% auto #0
@@ -277,14 +278,13 @@ class HST(SARLMethod):
                 logs["intra_bce"] = partial_bce(s, t_intra)
                 logs["dtl_intra"] = c.dtl_weight*partial_bce(q, target)
             if c.use_cst:
-                sim = masked_prototype_similarity(f, self.prototypes, self.prototype_mask)
+                sim = prototype_similarity(f, self.prototypes, self.prototype_mask)  # (B, C)
                 q = soft_pseudo_label(sim, self.theta_inter)
                 t_inter = pseudo_positive(target, q.detach() > 0)
                 pseudo["cst"] = (t_inter == 1) & (target == 0)
                 logs["inter_bce"] = partial_bce(s, t_inter)
                 logs["dtl_inter"] = c.dtl_weight*partial_bce(q, target)
-                y = target.to(sim.dtype)
-                logs["proto"] = c.proto_weight*((1 + y*sim) if c.official_sign else (1 - y*sim)).mean()
+                logs["proto"] = c.proto_weight*prototype_contrastive_loss(f, target, self.prototypes, self.prototype_mask, c.official_sign)
         for k, v in logs.items():
             if k != "bce": total = total + v
         logs["loss"] = total

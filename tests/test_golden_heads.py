@@ -19,7 +19,7 @@ from mlrpl.compat import convert_official, from_official
 from mlrpl.cst import FeatureQueue
 from mlrpl.ist import intra_scores, soft_pseudo_label, sst_intra_target, sst_margin, pseudo_positive
 from mlrpl.losses import asymmetric_loss, cooccurrence_loss, instance_contrastive_loss, partial_bce, prototype_contrastive_loss
-from mlrpl.cst import masked_prototype_similarity
+from mlrpl.losses import prototype_similarity
 from mlrpl.sarl import ElementWiseLinear, GatedGNN, SemanticDecoupling
 
 T = lambda a: torch.as_tensor(np.asarray(a))
@@ -131,6 +131,28 @@ def test_prototype_contrastive_loss_both_signs():
     close(ours, 2 - z["pcl_out"], SMALL); close(g2, -z["pcl_grad"], SMALL)  # the intended sign mirrors the official one
 
 
+def test_hst_trains_with_the_released_prototype_loss_over_its_masked_prototypes():
+    """The path that trains: HST.loss's prototype term, on the golden inputs, with the golden prototypes padded by two
+    slots its mask leaves out (a class with fewer known positives than K), is the released loss (official_sign) and
+    its mirror (the intended sign), times proto_weight."""
+    from torch import nn
+    from mlrpl.methods import get
+    from mlrpl.methods import StepContext
+    z = _z("losses")
+    feats, target, protos = as64(z["pcl_input"]), T(z["pcl_target"]), as64(z["pcl_prototype"])  # (6, 5, 8), (6, 5), (5, 3, 8)
+    (C, K, D), B = protos.shape, feats.shape[0]
+    torch.manual_seed(0)
+    hst = get("hst", num_classes=C, adjacency=np.eye(C), word_embeddings=np.random.default_rng(0).normal(size=(C, 6)), img_dim=D,
+                     inter_dim=6, out_dim=10, num_prototypes=K + 2, backbone=nn.Conv2d(3, D, 4, stride=4)).double()
+    hst.prototypes.copy_(torch.cat([protos, torch.randn(C, 2, D, dtype=protos.dtype)], 1))
+    hst.prototype_mask.copy_(torch.arange(K + 2) < K)
+    out = {**hst(torch.randn(B, 3, 16, 16, dtype=torch.float64)), "features": feats}
+    for official, want in ((True, float(z["pcl_out"])), (False, 2 - float(z["pcl_out"]))):
+        hst.cfg.official_sign = official
+        _, logs, _ = hst.loss(out, target, StepContext(epoch=hst.cfg.pseudo_start))
+        close(logs["proto"], hst.cfg.proto_weight*want, SMALL)
+
+
 @pytest.mark.parametrize("case", ["", "_nopp"])
 def test_instance_contrastive_loss_bit_for_bit(case):
     z = _z("losses")
@@ -186,7 +208,7 @@ def test_hst_inter_soft_labels_and_dtl():
     f = as64(z["inter_feature"]).requires_grad_()
     theta = as64(z["inter_hst_margin"]).requires_grad_()
     target = T(z["inter_target"])
-    q = soft_pseudo_label(masked_prototype_similarity(f, as64(z["inter_prototype"])), theta)
+    q = soft_pseudo_label(prototype_similarity(f, as64(z["inter_prototype"])), theta)
     close(q, z["inter_hst_q"], SMALL)
     np.testing.assert_array_equal(pseudo_positive(target, q.detach() > 0).numpy(), z["inter_hst_target"])
     dtl = 0.1*partial_bce(q, target)
