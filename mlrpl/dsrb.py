@@ -13,7 +13,7 @@ from torch import nn
 from .ilrb import instance_blend
 from .losses import partial_bce
 from .methods import METHODS
-from .sarb import BlendingMethod, SARBConfig
+from .sarb import BlendConfig, BlendingMethod
 
 # %% auto #0
 __all__ = ['quadrant_of_peak', 'peak_quadrant', 'QuadrantPrototypes', 'quadrant_blend', 'DSRBConfig', 'DSRB']
@@ -118,7 +118,7 @@ def quadrant_blend(features:torch.Tensor, # (B, C, D) class features (spatial su
     return mixed, torch.where(blended, (1 - beta).to(features.dtype), target.to(features.dtype)), blended
 
 @dataclass
-class DSRBConfig(SARBConfig):
+class DSRBConfig(BlendConfig):  # not SARBConfig: SARB's ILRB/PLRB/K-means options would be accepted and do nothing
     top_k:int = 1  # classes blended per image by PPRB (official: 1)
     iprb_weight:float = 1.0  # weight of the IPRB loss (missing from the released code)
     pprb_weight:float = 1.0  # weight of the PPRB loss (missing from the released code)

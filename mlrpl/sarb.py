@@ -16,23 +16,27 @@ from .methods import METHODS, SARLConfig, SARLMethod
 from .plrb import prototype_blend
 
 # %% auto #0
-__all__ = ['SARBConfig', 'BlendingMethod', 'SARB']
+__all__ = ['BlendConfig', 'SARBConfig', 'BlendingMethod', 'SARB']
 
 # %% ../nbs/15_sarb.ipynb #101cd5e0
 @dataclass
-class SARBConfig(SARLConfig):
+class BlendConfig(SARLConfig):
+    "What SARB and DSRB share: the blending schedule, the instance contrastive loss and the blend weights α, β."
     blend_start:int = 5  # first epoch with blending (and prototypes)
     prototype_every:int = 5  # recompute prototypes every this many epochs (0: once)
-    num_prototypes:int = 10  # K-means K per class
     contrast_weight:float = 0.05  # instance contrastive loss
-    use_ilrb:bool = True  # ablation switches
-    use_plrb:bool = True
-    ilrb_weight:float = 1.0
-    plrb_weight:float = 1.0
     alpha_init:float = 0.5
     beta_init:float = 0.5
     learn_alpha:bool = True  # False: α fixed at alpha_init
     learn_beta:bool = True
+
+@dataclass
+class SARBConfig(BlendConfig):
+    num_prototypes:int = 10  # K-means K per class
+    use_ilrb:bool = True  # ablation switches
+    use_plrb:bool = True
+    ilrb_weight:float = 1.0
+    plrb_weight:float = 1.0
     official_plrb_quirk:bool = False  # blend class 0 of images with no unknown label, as the released code
     kmeans_seed:int = 0
 

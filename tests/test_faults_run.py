@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import mlrpl.methods as M
 import mlrpl.run as R
 import mlrpl.trainer as T
 from mlrpl.fashionscenes import write_fashion_scenes
@@ -140,6 +141,14 @@ def test_the_train_notebook_parameters_are_the_run_config():
 def test_options_are_checked_against_the_method_config(options, error, message):
     with pytest.raises(error, match=message):
         RunConfig(method="hst", options=options).check()
+
+
+@pytest.mark.parametrize("option", ["use_ilrb", "use_plrb", "ilrb_weight", "plrb_weight", "num_prototypes", "official_plrb_quirk", "kmeans_seed"])
+def test_dsrb_refuses_the_sarb_options_it_would_ignore(option):
+    "DSRB's config once inherited SARB's: a grid setting use_ilrb or plrb_weight for dsrb passed its check and did nothing."
+    assert option in M.options("sarb")
+    with pytest.raises(ValueError, match=rf"method 'dsrb' has no option {option}"):
+        RunConfig(method="dsrb", options={option: 1}).check()
 
 
 @pytest.mark.parametrize("options, message", [
