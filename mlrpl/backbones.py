@@ -32,7 +32,7 @@ __all__ = ['BACKBONES', 'RESNET_WEIGHTS', 'LITE0_MEAN', 'LITE0_STD', 'CACHE_VERS
            'trunk_fingerprint', 'feature_cache_key', 'feature_cache_dir', 'build_feature_cache', 'CachedFeatures']
 
 # %% ../nbs/05_backbones.ipynb #d31cc143
-BACKBONES = Registry("backbone", providers=("mlrpl.clip", "mlrpl.garmentnet"))  # CLIP's ResNet and GarmentNet live in their own modules
+BACKBONES = Registry("backbone")  # CLIP's ResNet and GarmentNet register themselves in mlrpl.clip and mlrpl.garmentnet
 
 def get_backbone(name:str, # a registered backbone: see BACKBONES.available()
                  pretrained=None, # None: random init; "imagenet": the local ImageNet weights; or a weights file

@@ -15,6 +15,7 @@ from torch import nn
 
 from .clsl_features import SRFL, TokenEncoder
 from .clsl_sgfe import SGFE
+from .data import AUGMENTATIONS
 from .methods import METHODS, Method, StepContext, _backbone, _fields
 
 # %% auto #0
@@ -145,6 +146,7 @@ class CutoutPIL:
         return img
     def __repr__(self): return f"CutoutPIL(factor={self.factor})"
 
+@AUGMENTATIONS.register("clsl")  # recipe clsl, or augment="clsl"
 def clsl_transforms(size:int=448, # the square input side
                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), # normalisation
                    ):

@@ -191,13 +191,7 @@ def close(self:Progress):
 # %% ../nbs/00_core.ipynb #aeba9255
 class Registry:
     "A name → factory table; `get(name, **kw)` builds the registered object."
-    def __init__(self, kind:str, # what is registered, used in messages
-                 providers:tuple[str, ...]=(), # modules that register more entries, imported on first look-up
-                ): self.kind, self._items, self._providers = kind, {}, list(providers)
-
-    def _load(self):
-        import importlib
-        while self._providers: importlib.import_module(self._providers.pop(0))
+    def __init__(self, kind:str): self.kind, self._items = kind, {}  # kind: what is registered, used in messages
 
     def register(self, name:str|None=None) -> Callable:
         "Decorator that registers a class or function under `name` (default: its own name, lower-cased)."
@@ -211,15 +205,12 @@ class Registry:
             return obj
         return deco
 
-    def available(self) -> list[str]:
-        self._load(); return sorted(self._items)
-    def __contains__(self, name) -> bool:
-        self._load(); return str(name).lower() in self._items
+    def available(self) -> list[str]: return sorted(self._items)
+    def __contains__(self, name) -> bool: return str(name).lower() in self._items
 
     def lookup(self, name:str) -> Callable:
         "The factory registered as `name`."
         key = str(name).lower()
-        self._load()
         if key not in self._items:
             raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
         return self._items[key]

@@ -26,14 +26,15 @@ _GET_IT = "Get it as the README's Datasets section says"  # how a missing real d
 
 
 # %% auto #0
-__all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'COCO_CLASSES', 'VOC_CLASSES', 'COCO_FIXTURE_CATS', 'COCO_FIXTURE_LABELS',
-           'VOC_FIXTURE', 'NUSWIDE_FIXTURE_CONCEPTS', 'get_dataset', 'load_rgb', 'MultiLabelDataset',
-           'official_crop_sizes', 'official_transforms', 'coco_labels', 'CocoMultiLabel', 'coco2014', 'voc_labels',
-           'voc2007', 'vg_labels', 'vg200', 'nuswide_labels', 'nuswide', 'label_stats', 'cooccurrence', 'label_graph',
-           'write_coco_fixture', 'write_voc_fixture', 'write_vg_fixture', 'write_nuswide_fixture']
+__all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'AUGMENTATIONS', 'COCO_CLASSES', 'VOC_CLASSES', 'COCO_FIXTURE_CATS',
+           'COCO_FIXTURE_LABELS', 'VOC_FIXTURE', 'NUSWIDE_FIXTURE_CONCEPTS', 'get_dataset', 'load_rgb',
+           'MultiLabelDataset', 'official_crop_sizes', 'official_transforms', 'hcp_augmentation', 'flip_augmentation',
+           'coco_labels', 'CocoMultiLabel', 'coco2014', 'voc_labels', 'voc2007', 'vg_labels', 'vg200', 'nuswide_labels',
+           'nuswide', 'label_stats', 'cooccurrence', 'label_graph', 'write_coco_fixture', 'write_voc_fixture',
+           'write_vg_fixture', 'write_nuswide_fixture']
 
 # %% ../nbs/02_data.ipynb #59c0781a
-DATASETS = Registry("dataset", providers=("mlrpl.fashionscenes",))
+DATASETS = Registry("dataset")  # FashionScenes registers itself in mlrpl.fashionscenes
 _BUILDING = contextvars.ContextVar("registered_dataset", default="")  # the registered name get_dataset is building
 
 def get_dataset(name:str, # a registered dataset: see DATASETS.available()
@@ -165,6 +166,20 @@ def official_transforms(scale_size:int=512, # side after the first resize (train
                        T.RandomHorizontalFlip(), T.ToTensor(), norm])
     test = T.Compose([T.Resize((crop_size, crop_size), interpolation=bicubic), T.ToTensor(), norm])
     return train, test
+
+AUGMENTATIONS = Registry("augmentation")  # name → (input_size, mean, std) → (train, test) transforms; CLSL's registers in mlrpl.clsl
+
+@AUGMENTATIONS.register("hcp")
+def hcp_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Callable, Callable]:
+    "The official multi-scale crops and flip, from a first resize to size·512/448."
+    return official_transforms(int(round(size*512/448)), size, mean, std)
+
+@AUGMENTATIONS.register("flip")
+def flip_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Callable, Callable]:
+    "Flips only (what a feature cache allows), on the official test transform."
+    test = official_transforms(int(round(size*512/448)), size, mean, std)[1]
+    return T.Compose([T.RandomHorizontalFlip(), test]), test
+
 
 # %% ../nbs/02_data.ipynb #22c59eef
 def _kind(x) -> str:

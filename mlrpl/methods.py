@@ -41,7 +41,7 @@ class StepContext:
 
     def all(self, t:torch.Tensor) -> torch.Tensor: return t if self.gather is None else self.gather(t)
 
-METHODS = Registry("method", providers=("mlrpl.sarb", "mlrpl.dsrb", "mlrpl.clsl"))  # methods with their own modules
+METHODS = Registry("method")  # SARB, DSRB and CLSL register themselves in their own modules
 
 def available() -> list[str]:
     "The registered method names."
@@ -79,6 +79,13 @@ class Method(nn.Module):
         raise NotImplementedError
     def epoch_start(self, epoch:int, trainer) -> None:
         "Called before each training epoch (after resuming, too)."
+    def epoch_log(self) -> dict:
+        "Values of the method's own state the trainer adds to each epoch's history row (e.g. HST's thresholds)."
+        return {}
+    @staticmethod
+    def backbone_options(backbone:str) -> dict:
+        "Options with which `run` builds the registered backbone `backbone` for this method (CLSL: an unpooled ResNet)."
+        return {}
     def outputs(self, x:torch.Tensor, keys) -> dict:
         "The forward's outputs named by `keys` (for prototype passes); a method may compute no more than they need."
         out = self(x)
@@ -262,6 +269,8 @@ class HST(SARLMethod):
 
     def epoch_start(self, epoch, trainer):
         if self.prototype_epoch(epoch): self.compute_prototypes(trainer.feature_pass())
+
+    def epoch_log(self) -> dict: return dict(theta_intra=self.theta_intra.item(), theta_inter=self.theta_inter.item())
 
     def loss(self, out, target, ctx):
         c = self.cfg

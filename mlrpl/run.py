@@ -21,20 +21,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torchvision import transforms as T
 
 from .core import data_root, get_device, project_root, results_root, set_seed, write_atomic
-from .data import DATASETS, IMAGENET_MEAN, get_dataset, label_graph, official_transforms
+from .data import AUGMENTATIONS, DATASETS, get_dataset, label_graph
 from .embeddings import class_embeddings
 from .masking import SCHEMES
 from . import methods as M
 from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
-__all__ = ['SET_BY_RUN', 'RECIPES', 'AUGMENTS', 'NOTEBOOK_ONLY', 'SMOKE', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options',
-           'RunConfig', 'parameters_source', 'write_parameters', 'cache_record', 'environment', 'config_diff',
-           'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size', 'build_model', 'pair_matrix',
-           'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
+__all__ = ['SET_BY_RUN', 'RECIPES', 'NOTEBOOK_ONLY', 'SMOKE', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig',
+           'parameters_source', 'write_parameters', 'cache_record', 'environment', 'config_diff', 'folder_state',
+           'clear_run', 'check_splits', 'check_parameters', 'map_size', 'build_model', 'pair_matrix', 'Analysis',
+           'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -105,7 +104,6 @@ RECIPES = {  # the training recipes of the two code bases (lr and weight decay s
     "hcp": dict(optimizer="adam", scheduler="step", ema_decay=0.0, augment="hcp"),  # SST/HST/SARB/DSRB: lr 1e-5, wd 5e-4
     "clsl": dict(optimizer="adamw", scheduler="onecycle", ema_decay=0.9997, augment="clsl"),  # CLSL: lr 1e-4 (COCO 5e-5), wd 1e-4
 }
-AUGMENTS = ("hcp", "clsl", "flip")
 
 @dataclass
 class RunConfig:
@@ -164,7 +162,7 @@ class RunConfig:
         if self.backbone not in BACKBONES: raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES.available())}")
         self.options = check_options(self.method, self.options)
         if self.recipe != "auto" and self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; choose auto, {', '.join(RECIPES)}")
-        if self.augment and self.augment not in AUGMENTS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTS)}")
+        if self.augment and self.augment not in AUGMENTATIONS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTATIONS.available())}")
         if self.train_trunk and self.use_cache: raise ValueError("train_trunk=True needs use_cache=False: a feature cache holds a frozen trunk's output")
         if self.threads < 1: raise ValueError(f"threads must be >= 1, got {self.threads}")
         TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
@@ -189,10 +187,9 @@ class RunConfig:
         return r
 
     def _train_kw(self) -> dict:
-        r = self.resolved()
-        return dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                    step_size=self.step_size, seed=self.seed, val_fraction=self.val_fraction, test_every=self.test_every, device=self.device,
-                    amp=self.amp, workers=self.workers, optimizer=r["optimizer"], scheduler=r["scheduler"], ema_decay=r["ema_decay"])
+        "TrainConfig's values: every field the two configs share (one home: RunConfig), the recipe's where it decides."
+        shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(self)}
+        return {**{k: getattr(self, k) for k in shared}, **{k: v for k, v in self.resolved().items() if k in shared}}
 
     def root(self) -> Path|None:
         "The dataset folder: data_root as given if absolute, else under $MLRPL_DATA (None: the dataset's default)."
@@ -351,13 +348,7 @@ def _image_datasets(cfg:RunConfig, backbone):
     if cfg.use_cache:
         train = get_dataset(cfg.dataset, root, "train", **mask)
         return train, train, get_dataset(cfg.dataset, root, "test")
-    aug = cfg.resolved()["augment"]
-    if aug == "clsl":
-        from mlrpl.clsl import clsl_transforms
-        tr_tf, te_tf = clsl_transforms(cfg.input_size, backbone.mean, backbone.std)
-    else:
-        tr_tf, te_tf = official_transforms(int(round(cfg.input_size*512/448)), cfg.input_size, backbone.mean, backbone.std)
-        if aug == "flip": tr_tf = T.Compose([T.RandomHorizontalFlip(), te_tf])
+    tr_tf, te_tf = AUGMENTATIONS.get(cfg.resolved()["augment"], size=cfg.input_size, mean=backbone.mean, std=backbone.std)
     train = get_dataset(cfg.dataset, root, "train", transform=tr_tf, **mask)
     view = get_dataset(cfg.dataset, root, "train", transform=te_tf, **mask)
     return train, view, get_dataset(cfg.dataset, root, "test", transform=te_tf)
@@ -489,7 +480,7 @@ def prepare(cfg:RunConfig, progress:bool=True) -> SimpleNamespace:
     "What a run trains and reads, built as `run` builds it: backbone, image_train/image_view/image_test, model, train/val_view/test (its inputs) and the caches read."
     set_seed(cfg.seed)
     from mlrpl.backbones import get_backbone
-    options = getattr(M.METHODS.lookup(cfg.method), "backbone_options", lambda name: {})(cfg.backbone)  # CLSL: unpooled ResNet
+    options = M.METHODS.lookup(cfg.method).backbone_options(cfg.backbone)  # the method's hook (CLSL: an unpooled ResNet)
     if cfg.trunk_cut: options["trunk_cut"] = cfg.trunk_cut
     backbone = get_backbone(cfg.backbone, pretrained=cfg.pretrained or None, out_dim=cfg.img_dim, **options)
     if cfg.train_trunk: backbone.unfreeze_trunk()

@@ -5,11 +5,11 @@
 # %% ../nbs/11_trainer.ipynb #a819e666
 from __future__ import annotations
 
+import atexit
 import csv
 import dataclasses
 import json
 import math
-import atexit
 import os
 import pickle
 import random
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
@@ -126,7 +127,9 @@ def _to(x, device, channels_last=False):
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
-def _step_seed(seed:int, epoch:int, step:int) -> int: return (seed*1_000_003 + epoch)*1_000_003 + step
+def _step_seed(seed:int, epoch:int, step:int) -> int:
+    "One number per (seed, epoch, step): digits in base 1,000,003, a prime above any step count, so no two collide."
+    return (seed*1_000_003 + epoch)*1_000_003 + step
 
 class WeightEMA(nn.Module):
     "A copy of a model whose floating-point parameters and buffers follow e ← d·e + (1 − d)·m after every step."
@@ -349,7 +352,8 @@ def _read_checkpoint(path:Path) -> dict:
     if lacks: raise ValueError(f"{path} is not a checkpoint of mlrpl's Trainer: it has no {', '.join(lacks)}")
     return st
 
-def _restore(self, path=None, # default: results_dir/checkpoint.pt
+@patch
+def restore(self:Trainer, path=None, # default: results_dir/checkpoint.pt
             ) -> int: # the epoch to continue from
     "Load a checkpoint into the model, EMA, optimiser, scheduler, scaler and RNGs, after checking it fits them."
     if self._restored is not None: return self._restored
@@ -369,7 +373,8 @@ def _restore(self, path=None, # default: results_dir/checkpoint.pt
     self._restored = st["epoch"] + 1
     return self._restored
 
-def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
+@patch
+def fit(self:Trainer, resume:bool=False, # continue from the checkpoint in results_dir
          until:int|None=None, # stop after this many epochs, as an interrupted run would (None: cfg.epochs)
          finish:bool=True, # when every epoch ran, write per_class.csv and metrics.json (False: the caller calls finish())
          keep_test=None, # callable (index, outputs) given every batch of the last epoch's test pass (see predict)
@@ -398,8 +403,7 @@ def _fit(self, resume:bool=False, # continue from the checkpoint in results_dir
                 m, self.per_class, self.test_predictions = self.evaluate(self.test_set, keep=keep_test if epoch == cfg.epochs - 1 else None)
                 rec.update({f"test_{k}": v for k, v in m.items()})
                 if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
-            for name in ("theta_intra", "theta_inter"):
-                if hasattr(self.model, name): rec[name] = getattr(self.model, name).item()
+            rec.update(self.model.epoch_log())  # what only the method knows of its state, e.g. HST's learned thresholds
             if cfg.scheduler == "step": self.scheduler.step()
             rec["seconds"] = round(time.time() - t0, 2)
             self.history.append(rec)
@@ -425,7 +429,8 @@ def _shown(rec:dict, epochs:int) -> dict:
     "What the training bar shows of an epoch's record."
     return dict(epoch=f"{rec['epoch'] + 1}/{epochs}", **{k: rec[k] for k in ("train_loss", "val_mAP", "test_mAP") if k in rec})
 
-def _finish(self) -> dict:
+@patch
+def finish(self:Trainer) -> dict:
     "Mark the run finished: per_class.csv, then metrics.json last (a sweep skips a folder that has it); never a NaN mAP."
     last = self.history[-1] if self.history else {}
     if not np.isfinite(last.get("test_mAP", float("nan"))):
@@ -443,7 +448,8 @@ def _write_csv(path:Path, rows:list[dict]):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
 
-def _log(self, rec:dict):
+@patch
+def _log(self:Trainer, rec:dict):
     "Rewrite history.csv / history.json with one more epoch, each atomically (and log to TensorBoard)."
     if self.results_dir is None: return
     write_atomic(self.results_dir/"history.csv", lambda tmp: _write_csv(tmp, self.history))
@@ -452,5 +458,3 @@ def _log(self, rec:dict):
     if self.writer is not None:
         for k, v in rec.items():
             if isinstance(v, (int, float)) and k != "epoch": self.writer.add_scalar(k, v, rec["epoch"])
-
-Trainer.fit, Trainer.restore, Trainer.finish, Trainer._log = _fit, _restore, _finish, _log

@@ -62,3 +62,15 @@ def test_every_run_parameter_has_papermill_help():
     inferred = papermill.inspect_notebook(str(nb))
     assert sorted(inferred) == sorted(names)
     assert all(inferred[n]["help"] for n in names), [n for n in names if not inferred[n]["help"]]
+
+
+def test_every_plugin_is_registered_by_importing_its_registry_alone():
+    "Plugins register themselves where they are defined and the package imports them: no look-up imports a module."
+    code = ("import json, sys; from mlrpl.methods import METHODS; assert 'mlrpl.clsl' in sys.modules, 'a plugin imported late';  from mlrpl.data import AUGMENTATIONS, DATASETS; from mlrpl.backbones import BACKBONES; "
+            "print(json.dumps([r.available() for r in (METHODS, DATASETS, BACKBONES, AUGMENTATIONS)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd="/")
+    assert out.returncode == 0, out.stderr
+    import json
+    methods, datasets, backbones, augmentations = json.loads(out.stdout)
+    assert {"sarb", "dsrb", "clsl", "hst"} <= set(methods) and {"fashionscenes", "coco2014"} <= set(datasets)
+    assert {"garmentnet", "clip_rn101", "resnet101"} <= set(backbones) and augmentations == ["clsl", "flip", "hcp"]
