@@ -147,7 +147,7 @@ def test_a_killed_sweep_stops_its_runs_and_its_rerun_continues(tmp_path):
 
 def test_a_killed_worker_fails_its_run_and_the_rerun_is_bit_identical(tmp_path):
     grid = tmp_path / "real.yaml"
-    base = json.dumps({**SMOKE, "method": "hst", "known_prop": 0.3, "epochs": 4})  # JSON is YAML
+    base = json.dumps({**SMOKE, "method": "hst", "known_prop": 0.3, "epochs": 12})  # JSON is YAML; 12 epochs: the kill after the first lands mid-run
     grid.write_text(f"name: real\nnotebook: {TRAIN}\nbase: {base}\n")
     env = {**os.environ, "MLRPL_DATA": str(tmp_path / "data")}
     ref = _sweep(grid, tmp_path / "ref", env=env, timeout=600)  # uninterrupted; it writes the scenes and the feature cache
