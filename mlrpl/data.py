@@ -177,7 +177,7 @@ def hcp_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Ca
 @AUGMENTATIONS.register("flip")
 def flip_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Callable, Callable]:
     "Flips only (what a feature cache allows), on the official test transform."
-    test = official_transforms(int(round(size*512/448)), size, mean, std)[1]
+    test = hcp_augmentation(size, mean, std)[1]
     return T.Compose([T.RandomHorizontalFlip(), test]), test
 
 

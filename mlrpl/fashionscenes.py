@@ -156,23 +156,22 @@ def write_fashion_scenes(root, # output folder
     outfit_idx = [[col[n] for n in o] for o in outfits.values()]
     cats = [dict(id=j + 1, name=n, supercategory="garment") for j, n in enumerate(names)]
     (root/"annotations").mkdir(parents=True, exist_ok=True)
-    bar = Progress(n_train + n_val, f"writing FashionScenes to {root}", "scenes", enable=progress)
-    for split, n, src_split, s in (("train", n_train, "train", seed), ("val", n_val, "test", seed + 1)):
-        x, y = loader(src_split)
-        if source == "fashion-mnist" and src_split == "train": x, y = x[SCENE_GARMENTS], y[SCENE_GARMENTS]  # never GarmentNet's
-        scenes, objects = compose_scenes(x, y, outfit_idx, n, cooc, s, len(names))
-        d = root/"images"/split; d.mkdir(parents=True, exist_ok=True)
-        images, anns = [], []
-        for i, (im, objs) in enumerate(zip(scenes, objects)):
-            fn = f"{split}_{i:06d}.png"
-            Image.fromarray(im).save(d/fn, compress_level=1)
-            bar.update(1)
-            images.append(dict(id=i + 1, file_name=fn, width=im.shape[1], height=im.shape[0]))
-            anns += [dict(id=len(anns) + 1, image_id=i + 1, category_id=c + 1, bbox=b, area=float(b[2]*b[3]), iscrowd=0)
-                     for c, b in objs]
-        info = dict(description=f"FashionScenes {split}", params=params)
-        (root/"annotations"/f"instances_{split}.json").write_text(json.dumps(dict(info=info, images=images, annotations=anns, categories=cats)))
-    bar.close()
+    with Progress(n_train + n_val, f"writing FashionScenes to {root}", "scenes", enable=progress) as bar:
+        for split, n, src_split, s in (("train", n_train, "train", seed), ("val", n_val, "test", seed + 1)):
+            x, y = loader(src_split)
+            if source == "fashion-mnist" and src_split == "train": x, y = x[SCENE_GARMENTS], y[SCENE_GARMENTS]  # never GarmentNet's
+            scenes, objects = compose_scenes(x, y, outfit_idx, n, cooc, s, len(names))
+            d = root/"images"/split; d.mkdir(parents=True, exist_ok=True)
+            images, anns = [], []
+            for i, (im, objs) in enumerate(zip(scenes, objects)):
+                fn = f"{split}_{i:06d}.png"
+                Image.fromarray(im).save(d/fn, compress_level=1)
+                bar.update(1)
+                images.append(dict(id=i + 1, file_name=fn, width=im.shape[1], height=im.shape[0]))
+                anns += [dict(id=len(anns) + 1, image_id=i + 1, category_id=c + 1, bbox=b, area=float(b[2]*b[3]), iscrowd=0)
+                         for c, b in objs]
+            info = dict(description=f"FashionScenes {split}", params=params)
+            (root/"annotations"/f"instances_{split}.json").write_text(json.dumps(dict(info=info, images=images, annotations=anns, categories=cats)))
     rec.write_text(json.dumps(dict(params=params, complete=True, seconds=round(time.time() - t0, 2),
                                    outfits=outfits, classes=list(names)), indent=1))
     return root

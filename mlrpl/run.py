@@ -31,9 +31,9 @@ from .trainer import Trainer, TrainConfig, world
 
 # %% auto #0
 __all__ = ['SET_BY_RUN', 'RECIPES', 'NOTEBOOK_ONLY', 'SMOKE', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig',
-           'parameters_source', 'write_parameters', 'cache_record', 'environment', 'config_diff', 'folder_state',
-           'clear_run', 'check_splits', 'check_parameters', 'map_size', 'build_model', 'pair_matrix', 'Analysis',
-           'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
+           'parameters_source', 'parameters_cell', 'write_parameters', 'cache_record', 'environment', 'config_diff',
+           'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size', 'build_model', 'pair_matrix',
+           'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -221,15 +221,21 @@ def parameters_source() -> str:
     return "\n".join(f"{k}: {type(v).__name__} = {json.dumps(v) if isinstance(v, str) else repr(v)}  # {h}" for k, v, h in rows)
 
 # %% ../nbs/11b_run.ipynb #a68626b1
+def parameters_cell(notebook:Path|str|None=None) -> tuple[Path, dict, dict]:
+    "(path, notebook JSON, its one cell tagged `parameters`) of `notebook` (default: the project's run notebook)."
+    nb_path = Path(notebook) if notebook else project_root()/"nbs"/"experiments"/"train.ipynb"
+    try: nb = json.loads(nb_path.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f"{nb_path} is not a notebook: {e}") from None
+    cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1: raise ValueError(f"{nb_path} needs one cell tagged 'parameters' (papermill's); it has {len(cells)}")
+    return nb_path, nb, cells[0]
+
 def write_parameters(notebook:Path|str|None=None) -> bool:
     "Write `parameters_source()` into the notebook's cell tagged `parameters` (default: the project's run notebook); True if it changed."
-    nb_path = Path(notebook) if notebook else project_root()/"nbs"/"experiments"/"train.ipynb"
-    nb = json.loads(nb_path.read_text())
-    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1: raise ValueError(f"{nb_path}: {len(cells)} cells are tagged 'parameters'; papermill needs exactly one")
+    nb_path, nb, cell = parameters_cell(notebook)
     src = parameters_source().splitlines(keepends=True)
-    if cells[0]["source"] == src: return False
-    cells[0]["source"] = src
+    if cell["source"] == src: return False
+    cell["source"] = src
     nb_path.write_text(json.dumps(nb, sort_keys=True, indent=1, ensure_ascii=False) + "\n")  # as nbdev writes it
     return True
 

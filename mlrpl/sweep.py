@@ -39,6 +39,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
 from .core import Progress, project_root, results_root, write_atomic
+from .run import parameters_cell
 
 # %% auto #0
 __all__ = ['GRID_KEYS', 'DEFAULT_NOTEBOOK', 'NAMING', 'SET_BY_SWEEP', 'RUN_FILES', 'KERNEL', 'WORKER', 'RESET', 'GridError',
@@ -64,11 +65,8 @@ def notebook_parameters(path:Path|str, # a notebook with one cell tagged `parame
     "Name → `Parameter` for each assignment of the notebook's parameters cell, in the cell's order."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"notebook {path} not found")
-    try: nb = json.loads(path.read_text())
-    except json.JSONDecodeError as e: raise GridError(f"{path} is not a notebook: {e}") from None
-    cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1: raise GridError(f"{path} needs one cell tagged 'parameters'; it has {len(cells)}")
-    src = cells[0]["source"]
+    try: src = parameters_cell(path)[2]["source"]
+    except ValueError as e: raise GridError(str(e)) from None  # not a notebook, or not one parameters cell
     src = "".join(src) if isinstance(src, list) else src
     try: tree = ast.parse(src)
     except SyntaxError as e: raise GridError(f"{path}: the parameters cell does not parse ({e.msg}, line {e.lineno})") from None
@@ -435,6 +433,10 @@ class _Manager(AsyncKernelManager):
         super().__init__(**{"transport": "ipc", "ip": ip, **kw}); self.clients = []
     def client(self, **kw):
         c = super().client(**kw); self.clients.append(c); return c
+    def close_clients(self):
+        "Close the channels of every client made since the last call (papermill leaves its client open after a run)."
+        for c in self.clients: c.stop_channels()
+        self.clients.clear()
 
 def exit_status(rc:int) -> str:
     "A process's exit status in words, e.g. `killed by SIGKILL (signal 9: out of memory, or killed by hand)`."
@@ -518,8 +520,7 @@ def _run_job(k:_Kernel, job:dict, fresh:bool=False) -> str|None:
             last = [l for l in str(e).splitlines() if l.strip()]
             return f"{type(e).__name__}: {last[-1] if last else ''}"[:500]
         finally:
-            for c in (k.km.clients if k.km is not None else []): c.stop_channels()
-            if k.km is not None: k.km.clients.clear()
+            if k.km is not None: k.km.close_clients()
             with k.lock: k.sink = sys.stderr
             log_.removeHandler(handler)
 
@@ -571,7 +572,7 @@ class IPCEngine:
         km = _Manager(kernel_name=kernel_name)  # not started: nbclient starts it in the run's folder, and leaves it running
         try: return NBClientEngine.execute_notebook(nb, kernel_name, km=km, **kwargs)
         finally:
-            for c in km.clients: c.stop_channels()
+            km.close_clients()
             shutdown(km)
 
 # %% ../nbs/20_sweep.ipynb #34c20ab7

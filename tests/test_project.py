@@ -54,10 +54,9 @@ def test_library_notebooks_have_no_outputs():
 def test_every_run_parameter_has_papermill_help():
     "papermill --help-notebook lists every parameter of the run notebook with its help comment."
     import ast
-    import json as _json
     import papermill
-    nb = root / "nbs" / "experiments" / "train.ipynb"
-    cell = next(c for c in _json.loads(nb.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+    from mlrpl.run import parameters_cell
+    nb, _, cell = parameters_cell(root / "nbs" / "experiments" / "train.ipynb")
     names = [n.target.id for n in ast.parse("".join(cell["source"])).body if isinstance(n, ast.AnnAssign)]
     inferred = papermill.inspect_notebook(str(nb))
     assert sorted(inferred) == sorted(names)
