@@ -12,7 +12,7 @@ J ?= 2
 GRIDS := $(if $(filter 1,$(FULL)),grids/full,grids)
 RESULTS := $(if $(filter 1,$(FULL)),$(RUNS)/full,$(RUNS))
 
-.PHONY: reproduce paper test lab venv data fashion-mnist notebooks export clean readme check-clean sweep gpu-check
+.PHONY: reproduce paper paper-main_table paper-ablations paper-cooc paper-figures paper-claims test lab venv data fashion-mnist notebooks export clean readme check-clean sweep gpu-check
 
 reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1…0.9, ablations, co-occurrence; then tables/ and figures/
 	@start=$$(date +%s); \
@@ -21,14 +21,19 @@ reproduce: data ## the main job: FashionScenes, every method × known_prop 0.1�
 	echo; cat tables/main.md; echo; echo "main job: $$(( $$(date +%s) - start )) s of runs and rendering (make reproduce$(if $(FULL), FULL=$(FULL)))"
 
 PM := $(BIN)/papermill --engine mlrpl --cwd nbs/paper -k python3 --no-progress-bar --log-level WARNING
-paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (seconds; never trains)
+paper: venv ## render tables/ and figures/ from the run files under $(RESULTS) (seconds; never trains), J notebooks at a time
 	mkdir -p $(RESULTS)/paper
+	$(MAKE) --no-print-directory -j $(J) paper-main_table paper-ablations paper-cooc paper-figures paper-claims
+paper-main_table: venv
 	$(PM) nbs/paper/main_table.ipynb $(RESULTS)/paper/main_table.ipynb -p results $(RESULTS)/main
+paper-ablations: venv
 	$(PM) nbs/paper/ablations.ipynb $(RESULTS)/paper/ablations.ipynb -p results $(RESULTS)/main:$(RESULTS)/ablations
+paper-cooc: venv
 	$(PM) nbs/paper/cooc.ipynb $(RESULTS)/paper/cooc.ipynb -p results $(RESULTS)/cooc
+paper-figures: venv
 	$(PM) nbs/paper/figures.ipynb $(RESULTS)/paper/figures.ipynb -p results $(RESULTS)/main
+paper-claims: venv
 	$(PM) nbs/paper/claims.ipynb $(RESULTS)/paper/claims.ipynb -p results $(RESULTS)/main:$(RESULTS)/ablations -p cooc_results $(RESULTS)/cooc
-
 test: venv ## nbdev_test + pytest, closing on one line `N passed, N failed`
 	$(BIN)/python tests/run.py
 

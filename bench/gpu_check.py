@@ -112,7 +112,8 @@ def phase(title):
 
 def write_data(work: Path, z: Sizes) -> dict:
     "The COCO and VOC fixtures and a small FashionScenes (digits), each read back by its registered loader."
-    from mlrpl.data import get_dataset, write_coco_fixture, write_voc_fixture, COCO_FIXTURE_LABELS
+    from mlrpl.data import get_dataset
+    from mlrpl.fixtures import write_coco_fixture, write_voc_fixture, COCO_FIXTURE_LABELS
     from mlrpl.fashionscenes import write_fashion_scenes
     d = work/"data"
     coco, voc, scenes, exact = d/"coco", d/"voc2007", d/"fashionscenes", d/"fashionscenes-exact"

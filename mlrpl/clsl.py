@@ -19,7 +19,7 @@ from .data import AUGMENTATIONS
 from .methods import METHODS, Method, StepContext, _backbone, _fields
 
 # %% auto #0
-__all__ = ['clsl_asl', 'recover_labels', 'CLSLConfig', 'CLSL', 'CutoutPIL', 'clsl_transforms', 'from_official']
+__all__ = ['clsl_asl', 'recover_labels', 'CLSLConfig', 'CLSL', 'CutoutPIL', 'clsl_transforms', 'official_state_dict']
 
 # %% ../nbs/19_clsl.ipynb #a172fbd5
 def clsl_asl(logits:torch.Tensor, # (B, C)
@@ -41,6 +41,7 @@ def clsl_asl(logits:torch.Tensor, # (B, C)
     if known is None: return -loss.sum()/loss.numel()*scale
     return -loss[known].sum()*scale
 
+# %% ../nbs/19_clsl.ipynb #7f90d6f2
 def recover_labels(refined_logits:torch.Tensor, # (B, C) s1, the refined branch's logits
                    target:torch.Tensor, # (B, C) partial labels in {1, 0, -1}
                   ) -> torch.Tensor: # (B, C) in [0, 1], detached
@@ -76,6 +77,7 @@ class CLSLConfig:
     clip:float = 0.0  # ASL probability shift (official: 0)
     loss_scale:float = 1000.0  # the released loss is ×1000
 
+# %% ../nbs/19_clsl.ipynb #e6da17ed
 @METHODS.register("clsl")
 class CLSL(Method):
     "CLSL: encoder → SRFL → SGFE (refined branch, evaluated) + a global branch trained on recovered labels."
@@ -115,6 +117,8 @@ class CLSL(Method):
             out["global_logits"] = self.global_head(tok.transpose(1, 2)).amax(-1)  # (B, C): s0_c = max_p
         return out
 
+    def analysis_maps(self, out): return dict(assignment=out["assignment"])  # (B, C, H, W)
+
     def loss(self, out:dict, target:torch.Tensor, ctx:StepContext):
         c = self.cfg
         asl = dict(gamma_neg=c.gamma_neg, gamma_pos=c.gamma_pos, clip=c.clip, scale=c.loss_scale)
@@ -146,6 +150,7 @@ class CutoutPIL:
         return img
     def __repr__(self): return f"CutoutPIL(factor={self.factor})"
 
+# %% ../nbs/19_clsl.ipynb #d0abe68e
 @AUGMENTATIONS.register("clsl")  # recipe clsl, or augment="clsl"
 def clsl_transforms(size:int=448, # the square input side
                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), # normalisation
@@ -160,7 +165,7 @@ def clsl_transforms(size:int=448, # the square input side
 _OFFICIAL_PREFIXES = (("attention2.", "sgfe.attention."), ("fc2.", "sgfe.mlp."), ("ttd.", "srfl.mlp."),
                       ("fc0.", "global_head."), ("encoder.", "encoder."), ("backbone.", "backbone.resnet."))
 
-def from_official(state_dict:dict, # a released CLSL state dict (SARLP and its ablation models)
+def official_state_dict(state_dict:dict, # a released CLSL state dict (SARLP and its ablation models)
                  ) -> dict:
     "The same weights under this CLSL's keys."
     out = {}

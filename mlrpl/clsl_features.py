@@ -57,6 +57,7 @@ class EncoderLayer(nn.Module):
         x = self.norm1(x + self.dropout(self.self_attn(qk, qk, x, need_weights=False)[0]))
         return self.norm2(x + self.dropout(self._ffn(x)))
 
+# %% ../nbs/17_clsl_features.ipynb #045adf92
 class TokenEncoder(nn.Module):
     "A backbone map (B, D, H, W) → tokens (B, H·W, D) → `num_layers` encoder layers with sine positions."
     def __init__(self, d_model:int, map_size:int, # D and the side H = W the positions are built for

@@ -17,8 +17,9 @@ import torch
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['POS', 'UNK', 'NEG', 'PROGRESS_MODES', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root',
-           'dataset_dir', 'results_root', 'results_dir', 'write_atomic', 'progress_mode', 'Progress', 'Registry']
+__all__ = ['POS', 'UNK', 'NEG', 'ALLOCATOR_ENV', 'PROGRESS_MODES', 'check_labels', 'set_seed', 'get_device', 'project_root',
+           'data_root', 'dataset_dir', 'results_root', 'results_dir', 'write_atomic', 'progress_mode', 'Progress',
+           'Registry']
 
 # %% ../nbs/00_core.ipynb #ea63cc47
 POS, UNK, NEG = 1, 0, -1  # known positive, unknown, known negative
@@ -50,6 +51,7 @@ def set_seed(seed:int=0, # seed for `random`, NumPy and PyTorch (all devices)
         torch.use_deterministic_algorithms(True, warn_only=True)
     return seed
 
+# %% ../nbs/00_core.ipynb #649284d5
 def get_device(device:str="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
               ) -> torch.device:
     "The device to run on: the first GPU when `device='auto'` and one is present, else the CPU."
@@ -61,6 +63,9 @@ def get_device(device:str="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} was asked for, but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
     return dev
+
+# %% ../nbs/00_core.ipynb #4801615e
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}  # glibc: heap blocks below 4 GiB, kept
 
 # %% ../nbs/00_core.ipynb #469b02c2
 def project_root(start:Path|str|None=None, # where to start looking (default: the working directory, then this package)
@@ -76,15 +81,18 @@ def project_root(start:Path|str|None=None, # where to start looking (default: th
             if ini.is_file() and "lib_name = mlrpl" in ini.read_text(): return d
     return None
 
+# %% ../nbs/00_core.ipynb #954c2b43
 def _root(env:str, sub:str) -> Path:
     if os.environ.get(env): return Path(os.environ[env]).expanduser()
     proj = project_root()
     return (proj/sub) if proj else Path.home()/".mlrpl"/sub
 
+# %% ../nbs/00_core.ipynb #c6980041
 def data_root() -> Path:
     "Where datasets live: `$MLRPL_DATA`, else the project's `data/`, else `~/.mlrpl/data`."
     return _root("MLRPL_DATA", "data")
 
+# %% ../nbs/00_core.ipynb #f6c020b5
 def dataset_dir(sub:str, # the dataset's folder under the data root
                 dataset:str, # its registered name, for the message
                 prepare:str, # how to make or fetch it
@@ -98,10 +106,12 @@ def dataset_dir(sub:str, # the dataset's folder under the data root
     raise FileNotFoundError(f"{dataset}: {d} does not exist. The data root is {root} ({why}). {prepare}, "
                             f"or set MLRPL_DATA to the folder that holds {sub}/ (or pass root=).")
 
+# %% ../nbs/00_core.ipynb #f76659ba
 def results_root() -> Path:
     "Where runs are written: `$MLRPL_RESULTS`, else the project's `runs/`, else `~/.mlrpl/runs`."
     return _root("MLRPL_RESULTS", "runs")
 
+# %% ../nbs/00_core.ipynb #660e0f22
 def results_dir(name:str, # the run's name, a folder under the results root
                 root:Path|str|None=None, # override the results root
                ) -> Path:
@@ -173,12 +183,14 @@ def line(self:Progress) -> str:
     took = f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s//60:.0f} min {s%60:.0f} s"
     return f"{self.desc}: {self.n}{f'/{self.total}' if self.total else ''} {self.unit} in {took}" + (f" ({self.info})" if self.info else "")
 
+# %% ../nbs/00_core.ipynb #2013f5b8
 @patch
 def write(self:Progress, text:str):
     "Print a line of text, above the bar on a terminal."
     if self.mode == "bar": self.bar.write(text, file=sys.stdout)
     else: print(text, flush=True)
 
+# %% ../nbs/00_core.ipynb #4c5bb1e5
 @patch
 def close(self:Progress):
     "End the bar: it stays (terminal, widget), and the widget's display says the final line to whoever reads the notebook."

@@ -72,6 +72,7 @@ def kmeans_prototypes(features:np.ndarray, # (M, D) known-positive class feature
             protos[c, :len(centres)], mask[c, :len(centres)] = centres, True
     return torch.from_numpy(protos), torch.from_numpy(mask)
 
+# %% ../nbs/09_cst.ipynb #a27bf6d1
 @torch.no_grad()
 def prototypes_from_batches(batches, # iterable of (out dict with "features" (B, C, D), partial target (B, C))
                             num_classes:int, k:int=10, random_state:int=0,
@@ -83,4 +84,3 @@ def prototypes_from_batches(batches, # iterable of (out dict with "features" (B,
         feats.append(out["features"][b, c].float().cpu()); classes.append(c.cpu())
     if not feats: raise ValueError("no training batch to compute prototypes from")
     return kmeans_prototypes(torch.cat(feats).numpy(), torch.cat(classes).numpy(), num_classes, k, random_state)
-

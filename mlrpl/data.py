@@ -19,19 +19,17 @@ from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from .core import NEG, POS, UNK, Registry, check_labels, data_root, dataset_dir
+from .core import NEG, POS, UNK, Registry, check_labels, dataset_dir
 from .masking import drop_labels
 
 _GET_IT = "Get it as the README's Datasets section says"  # how a missing real dataset is prepared
 
 
 # %% auto #0
-__all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'AUGMENTATIONS', 'COCO_CLASSES', 'VOC_CLASSES', 'COCO_FIXTURE_CATS',
-           'COCO_FIXTURE_LABELS', 'VOC_FIXTURE', 'NUSWIDE_FIXTURE_CONCEPTS', 'get_dataset', 'load_rgb',
+__all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'AUGMENTATIONS', 'COCO_CLASSES', 'VOC_CLASSES', 'get_dataset', 'load_rgb',
            'MultiLabelDataset', 'official_crop_sizes', 'official_transforms', 'hcp_augmentation', 'flip_augmentation',
            'coco_labels', 'CocoMultiLabel', 'coco2014', 'voc_labels', 'voc2007', 'vg_labels', 'vg200', 'nuswide_labels',
-           'nuswide', 'label_stats', 'cooccurrence', 'label_graph', 'write_coco_fixture', 'write_voc_fixture',
-           'write_vg_fixture', 'write_nuswide_fixture']
+           'nuswide', 'label_stats', 'cooccurrence', 'label_graph']
 
 # %% ../nbs/02_data.ipynb #59c0781a
 DATASETS = Registry("dataset")  # FashionScenes registers itself in mlrpl.fashionscenes
@@ -46,6 +44,7 @@ def get_dataset(name:str, # a registered dataset: see DATASETS.available()
     try: return DATASETS.get(name, root=root, split=split, **kw)
     finally: _BUILDING.reset(token)
 
+# %% ../nbs/02_data.ipynb #24fa458d
 def _split(split:str, dataset:str, names:dict) -> str:
     if split not in names: raise ValueError(f"{dataset} has no split {split!r}; choose one of {', '.join(names)}")
     return names[split]
@@ -154,6 +153,7 @@ def official_crop_sizes(scale_size:int) -> list[int]:
     if scale_size == 640: return [640, 576, 512, 448, 384, 320]
     return [int(round(scale_size*f)) for f in (1, 0.875, 0.75, 0.625, 0.5)]
 
+# %% ../nbs/02_data.ipynb #f4218674
 def official_transforms(scale_size:int=512, # side after the first resize (train)
                         crop_size:int=448, # network input side
                         mean=IMAGENET_MEAN, std=IMAGENET_STD, # normalisation
@@ -167,6 +167,7 @@ def official_transforms(scale_size:int=512, # side after the first resize (train
     test = T.Compose([T.Resize((crop_size, crop_size), interpolation=bicubic), T.ToTensor(), norm])
     return train, test
 
+# %% ../nbs/02_data.ipynb #c7a3e7b4
 AUGMENTATIONS = Registry("augmentation")  # name → (input_size, mean, std) → (train, test) transforms; CLSL's registers in mlrpl.clsl
 
 @AUGMENTATIONS.register("hcp")
@@ -174,17 +175,18 @@ def hcp_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Ca
     "The official multi-scale crops and flip, from a first resize to size·512/448."
     return official_transforms(int(round(size*512/448)), size, mean, std)
 
+# %% ../nbs/02_data.ipynb #2ec2a401
 @AUGMENTATIONS.register("flip")
 def flip_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Callable, Callable]:
     "Flips only (what a feature cache allows), on the official test transform."
     test = hcp_augmentation(size, mean, std)[1]
     return T.Compose([T.RandomHorizontalFlip(), test]), test
 
-
 # %% ../nbs/02_data.ipynb #22c59eef
 def _kind(x) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(type(x), "a number")
 
+# %% ../nbs/02_data.ipynb #21599812
 def _read_json(path:Path, what:str):
     "The content of a JSON file, or one error naming the file and what is wrong with it."
     if not path.is_file(): raise FileNotFoundError(f"{what} {path} does not exist")
@@ -194,6 +196,7 @@ def _read_json(path:Path, what:str):
     except json.JSONDecodeError as e: raise ValueError(f"{what} {path} is not valid JSON (line {e.lineno} col {e.colno}): {e.msg}") from None
     except UnicodeDecodeError as e: raise ValueError(f"{what} {path} is not UTF-8 text: {e}") from None
 
+# %% ../nbs/02_data.ipynb #597d4ad8
 def _check_coco(d, f:Path):
     "The three lists of an instances file and the keys read from their records."
     if not isinstance(d, dict): raise ValueError(f"COCO annotation file {f} holds {_kind(d)}, not a COCO object with images/annotations/categories")
@@ -210,6 +213,7 @@ def _check_coco(d, f:Path):
             if r["id"] in seen: raise ValueError(f"COCO annotation file {f}: {k}[{i}] repeats id {r['id']!r}")
             seen.add(r["id"])
 
+# %% ../nbs/02_data.ipynb #f36b7260
 def coco_labels(ann_file) -> tuple[list[dict], np.ndarray, list[str]]:
     "Read a COCO instances file: (image records in file order, (N, C) labels, class names by sorted id)."
     from pycocotools.coco import COCO
@@ -234,6 +238,7 @@ def coco_labels(ann_file) -> tuple[list[dict], np.ndarray, list[str]]:
     labels[r, c] = POS
     return [coco.imgs[i] for i in img_ids], labels, [coco.cats[i]["name"] for i in cat_ids]
 
+# %% ../nbs/02_data.ipynb #99941a53
 COCO_CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
     "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant",
     "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
@@ -253,6 +258,7 @@ class CocoMultiLabel(MultiLabelDataset):
                          name=name, source=str(ann_file), **kw)
         self.image_ids = [im["id"] for im in imgs]
 
+# %% ../nbs/02_data.ipynb #8ee27868
 @DATASETS.register("coco2014")
 def coco2014(root=None, # folder holding train2014/, val2014/, annotations/ (default: $MLRPL_DATA/coco)
              split:str="train", # "train" (train2014) or "test" (val2014, also "val")
@@ -294,6 +300,7 @@ def voc_labels(root, # the VOC2007 folder (Annotations/, ImageSets/, JPEGImages/
             else: labels[i, col[cls]] = POS
     return names, labels
 
+# %% ../nbs/02_data.ipynb #cdeea1c5
 @DATASETS.register("voc2007")
 def voc2007(root=None, # the VOC2007 folder (default: $MLRPL_DATA/VOCdevkit/VOC2007)
             split:str="train", # "train" = trainval (5,011 images), "test" (4,952)
@@ -331,6 +338,7 @@ def vg_labels(root, # folder with the lists, the label json and VG_100K/
     if len(cls) != num_classes: raise ValueError(f"VG-200 class-name file {nf} has {len(cls)} names, expected {num_classes}")
     return names, labels, cls
 
+# %% ../nbs/02_data.ipynb #8d395dd5
 @DATASETS.register("vg200")
 def vg200(root=None, # default: $MLRPL_DATA/vg
           split:str="train", # "train" or "test"
@@ -362,6 +370,7 @@ def nuswide_labels(root, split:str) -> tuple[list[str], np.ndarray, list[str]]:
         labels[:, j] = np.where(col == 1, POS, NEG)
     return paths, labels, concepts
 
+# %% ../nbs/02_data.ipynb #b544e40a
 @DATASETS.register("nuswide")
 def nuswide(root=None, # default: $MLRPL_DATA/nuswide
             split:str="train", # "train" or "test"
@@ -385,12 +394,14 @@ def label_stats(labels, # (N, C) labels in {1, 0, -1}
     df["positive_rate"] = df.positive / np.maximum(df.positive + df.negative, 1)
     return df
 
+# %% ../nbs/02_data.ipynb #d20eb546
 def cooccurrence(labels, # (N, C) labels in {1, 0, -1}
                 ) -> np.ndarray: # (C, C) int64: images with both classes known positive (diagonal: class counts)
     "Counts of known-positive pairs."
     p = (check_labels(labels) == POS).astype(np.float64)
     return (p.T @ p).round().astype(np.int64)
 
+# %% ../nbs/02_data.ipynb #5c349f40
 def label_graph(labels, # (N, C) partial training labels in {1, 0, -1}
                 guard:bool=True, # rows of classes with no known positive: 0 (True) or NaN as the official code (False)
                ) -> np.ndarray: # (C, C) float64
@@ -400,75 +411,3 @@ def label_graph(labels, # (N, C) partial training labels in {1, 0, -1}
     if not guard:
         with np.errstate(invalid="warn", divide="warn"): return n / d
     return np.divide(n, d, out=np.zeros_like(n), where=d > 0)
-
-# %% ../nbs/02_data.ipynb #747d3137
-def _write_images(paths, size=(40, 32), seed=0):
-    rng = np.random.default_rng(seed)
-    for p in paths:
-        p = Path(p); p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(p, quality=90)
-
-# The expected full labels of each fixture (rows in file order).
-COCO_FIXTURE_CATS = [(1, "person"), (3, "car"), (18, "dog"), (90, "toothbrush")]
-COCO_FIXTURE_LABELS = np.array([[1, -1, 1, -1], [-1, -1, -1, -1], [1, 1, -1, -1], [-1, -1, -1, 1]], np.int8)
-
-def write_coco_fixture(root, split:str="train2014") -> Path:
-    "A 4-image COCO-format set: gaps in category ids, image ids out of order, a crowd box, an empty image."
-    root = Path(root); img_ids = [42, 7, 19, 3]
-    images = [dict(id=i, file_name=f"COCO_{split}_{i:012d}.jpg", width=40, height=32) for i in img_ids]
-    anns = [(42, 1, 0), (42, 18, 0), (42, 18, 1), (19, 3, 0), (19, 1, 1), (3, 90, 0)]  # (image, category, crowd)
-    annotations = [dict(id=k+1, image_id=i, category_id=c, iscrowd=cr, bbox=[1, 1, 10, 10], area=100.0)
-                   for k, (i, c, cr) in enumerate(anns)]
-    cats = [dict(id=i, name=n, supercategory="thing") for i, n in COCO_FIXTURE_CATS]
-    (root/"annotations").mkdir(parents=True, exist_ok=True)
-    (root/"annotations"/f"instances_{split}.json").write_text(json.dumps(dict(images=images, annotations=annotations, categories=cats)))
-    _write_images([root/split/im["file_name"] for im in images])
-    return root
-
-VOC_FIXTURE = {  # image: [(class, difficult)]
-    "000005": [("chair", 0), ("chair", 1), ("diningtable", 1)],
-    "000007": [("car", 0)],
-    "000009": [("horse", 0), ("person", 0), ("person", 1)],
-    "000012": [("pottedplant", 1)],
-}
-
-def write_voc_fixture(root, split:str="trainval", objects:dict|None=None) -> Path:
-    "A VOC2007 folder (Annotations/, ImageSets/Main/, JPEGImages/) for the images of `objects`."
-    root, objects = Path(root), objects or VOC_FIXTURE
-    (root/"ImageSets"/"Main").mkdir(parents=True, exist_ok=True); (root/"Annotations").mkdir(exist_ok=True)
-    (root/"ImageSets"/"Main"/f"{split}.txt").write_text("".join(f"{n}\n" for n in objects))
-    for n, objs in objects.items():
-        body = "".join(f"<object><name>{c}</name><pose>Unspecified</pose><truncated>0</truncated>"
-                       f"<difficult>{d}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax><ymax>9</ymax>"
-                       f"</bndbox></object>" for c, d in objs)
-        (root/"Annotations"/f"{n}.xml").write_text(
-            f"<annotation><folder>VOC2007</folder><filename>{n}.jpg</filename>"
-            f"<size><width>40</width><height>32</height><depth>3</depth></size>{body}</annotation>")
-    _write_images([root/"JPEGImages"/f"{n}.jpg" for n in objects])
-    return root
-
-def write_vg_fixture(root, num_classes:int=200) -> Path:
-    "A VG-200 folder with 3 training and 2 test images."
-    root = Path(root); root.mkdir(parents=True, exist_ok=True)
-    index = {"1.jpg": [0, 5], "2.jpg": [199], "3.jpg": [], "10.jpg": [5, 7, 9], "11.jpg": [1]}
-    (root/"train_list_500.txt").write_text("1.jpg\n2.jpg\n3.jpg\n"); (root/"test_list_500.txt").write_text("10.jpg\n11.jpg\n")
-    (root/"vg_category_200_labels_index.json").write_text(json.dumps(index))
-    (root/"vg_category_200.txt").write_text("".join(f"object{j}\n" for j in range(num_classes)))
-    _write_images([root/"VG_100K"/n for n in index])
-    return root
-
-NUSWIDE_FIXTURE_CONCEPTS = ["airport", "animal", "beach", "sky"]
-
-def write_nuswide_fixture(root) -> Path:
-    "A NUS-WIDE folder with 4 concepts, 3 training and 2 test images (Windows-style list paths)."
-    root = Path(root); root.mkdir(parents=True, exist_ok=True)
-    lists = {"Train": ["actor\\0001_1.jpg", "beach\\0002_2.jpg", "sky\\0003_3.jpg"], "Test": ["sky\\0004_4.jpg", "actor\\0005_5.jpg"]}
-    cols = {"Train": [[0, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 1]], "Test": [[0, 0, 0, 1], [0, 1, 0, 0]]}
-    (root/"Concepts81.txt").write_text("".join(f"{c}\n" for c in NUSWIDE_FIXTURE_CONCEPTS))
-    (root/"ImageList").mkdir(exist_ok=True); (root/"TrainTestLabels").mkdir(exist_ok=True)
-    for split, paths in lists.items():
-        (root/"ImageList"/f"{split}Imagelist.txt").write_text("".join(f"{p}\n" for p in paths))
-        for j, c in enumerate(NUSWIDE_FIXTURE_CONCEPTS):
-            (root/"TrainTestLabels"/f"Labels_{c}_{split}.txt").write_text("".join(f"{r[j]}\n" for r in cols[split]))
-        _write_images([root/"Flickr"/p.replace("\\", "/") for p in paths])
-    return root

@@ -27,12 +27,14 @@ def quadrant_of_peak(s:torch.Tensor, # (B, C, H, W) per-class score maps (Σ_d o
     col = s.amax(2).argmax(2)
     return 2*(row >= h//2).long() + (col >= w//2).long()
 
+# %% ../nbs/16_dsrb.ipynb #4c74e1c2
 def peak_quadrant(attention:torch.Tensor, # (B, C, H, W) semantic-decoupling attention
                   fmap:torch.Tensor, # (B, D, H, W) the feature map it attends over
                  ) -> torch.Tensor: # (B, C) long in 0..3
     "Quadrant of each class's peak of Σ_d a_c(p)·x_p, without building the weighted maps."
     return quadrant_of_peak(attention*fmap.sum(1, keepdim=True))
 
+# %% ../nbs/16_dsrb.ipynb #ba991fd4
 class QuadrantPrototypes(nn.Module):
     "Running per-(class, quadrant) mean of attention-weighted maps of known positives."
     def __init__(self, num_classes:int, dim:int, size:int, # C, D, H (= W)
@@ -117,6 +119,7 @@ def quadrant_blend(features:torch.Tensor, # (B, C, D) class features (spatial su
     mixed = torch.where(blended.unsqueeze(-1), beta*features + (1 - beta)*p.to(features.dtype), features)
     return mixed, torch.where(blended, (1 - beta).to(features.dtype), target.to(features.dtype)), blended
 
+# %% ../nbs/16_dsrb.ipynb #22444652
 @dataclass
 class DSRBConfig(BlendConfig):  # not SARBConfig: SARB's ILRB/PLRB/K-means options would be accepted and do nothing
     top_k:int = 1  # classes blended per image by PPRB (official: 1)
@@ -129,6 +132,7 @@ class DSRBConfig(BlendConfig):  # not SARBConfig: SARB's ILRB/PLRB/K-means optio
     official_quirk:bool = False  # top-k may blend known labels, as the released code
     map_size:int = 7  # H = W of the backbone map (7 at 448 px for ResNet-101, 224 px for EfficientNet-Lite0)
 
+# %% ../nbs/16_dsrb.ipynb #652424c0
 @METHODS.register("dsrb")
 class DSRB(BlendingMethod):
     "DSRB: SARL + instance contrastive loss + IPRB + location-sensitive PPRB."

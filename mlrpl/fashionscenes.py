@@ -45,6 +45,7 @@ def read_idx(path) -> np.ndarray:
     if data.size != int(np.prod(shape)): raise ValueError(f"{path}: header says {shape} but holds {data.size} bytes")
     return data.reshape(shape)
 
+# %% ../nbs/02b_fashionscenes.ipynb #6ef97c87
 def find_fashion_mnist(download:bool=True, # try torchvision's downloader when the files are nowhere local
                       ) -> Path:
     "The folder holding Fashion-MNIST's four IDX files."
@@ -67,6 +68,7 @@ def find_fashion_mnist(download:bool=True, # try torchvision's downloader when t
         "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four files "
         f"{', '.join(need)} into {places[0]}.")
 
+# %% ../nbs/02b_fashionscenes.ipynb #d9a309e5
 def load_fashion_mnist(split:str="train") -> tuple[np.ndarray, np.ndarray]:
     "Fashion-MNIST images (N, 28, 28) uint8 and labels (N,) of `split` ('train' or 'test')."
     d = find_fashion_mnist()
@@ -75,6 +77,7 @@ def load_fashion_mnist(split:str="train") -> tuple[np.ndarray, np.ndarray]:
     if x.shape[1:] != (28, 28) or len(x) != len(y): raise ValueError(f"unexpected Fashion-MNIST arrays in {d}: {x.shape}, {y.shape}")
     return x, y.astype(np.int64)
 
+# %% ../nbs/02b_fashionscenes.ipynb #ef027270
 def load_digits_source(split:str="train") -> tuple[np.ndarray, np.ndarray]:
     "scikit-learn's 1,797 bundled digits upscaled to 28×28 uint8; the first 1,200 are 'train', the rest 'test'."
     from sklearn.datasets import load_digits
@@ -108,7 +111,8 @@ def compose_scenes(images:np.ndarray, # (M, 28, 28) uint8 source garments
     from_outfit = rng.random((n, m)) < cooc
     pick = rng.random((n, m))
     sizes = np.array([len(o) for o in outfits])
-    table = np.full((len(outfits), sizes.max()), -1); [table.__setitem__((i, slice(0, len(o))), o) for i, o in enumerate(outfits)]
+    table = np.full((len(outfits), sizes.max()), -1)  # (outfits, largest outfit): each outfit's classes, padded with -1
+    for i, o in enumerate(outfits): table[i, :len(o)] = o
     cls_outfit = table[outfit[:, None], (pick*sizes[outfit][:, None]).astype(int)]
     cls = np.where(from_outfit, cls_outfit, (rng.random((n, m))*num_classes).astype(int))  # (n, m)
     cells = np.argsort(rng.random((n, grid*grid)), 1)[:, :m]  # distinct cells per scene
@@ -176,6 +180,7 @@ def write_fashion_scenes(root, # output folder
                                    outfits=outfits, classes=list(names)), indent=1))
     return root
 
+# %% ../nbs/02b_fashionscenes.ipynb #a1353582
 @DATASETS.register("fashionscenes")
 def fashionscenes(root=None, # a folder written by write_fashion_scenes (default: $MLRPL_DATA/fashionscenes)
                   split:str="train", # "train" or "test" (= "val")

@@ -26,6 +26,7 @@ GARMENT_MEAN, GARMENT_STD = (0.2860,)*3, (0.3530,)*3  # Fashion-MNIST's pixel me
 def _block(cin:int, cout:int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
+# %% ../nbs/05c_garmentnet.ipynb #e197e388
 class GarmentNet(nn.Module):
     "Stem (stride 2) → stage1 (+ max-pool 2) → stage2 (+ max-pool 3) → stage3; a garment classifier on the pooled map."
     def __init__(self, num_classes:int=10):
@@ -81,6 +82,7 @@ def pretrain_garmentnet(images:np.ndarray, labels:np.ndarray, # (N, 28, 28) uint
         if progress: print(history[-1])
     return net.eval(), history
 
+# %% ../nbs/05c_garmentnet.ipynb #53699725
 @torch.no_grad()
 def garment_accuracy(net:GarmentNet, images:np.ndarray, labels:np.ndarray, batch_size:int=500) -> float:
     "Share of single garments (centred on their canvas) that `net` names right."

@@ -45,15 +45,18 @@ class IntraImageTransfer(nn.Module):
 # %% ../nbs/08_ist.ipynb #2d51b9f2
 def cooccurrence_matrix(pair_logits:torch.Tensor, # (B, P) IST logits
                         num_classes:int, # C
-                       ) -> torch.Tensor: # (B, C, C) symmetric σ(s_ij), 1 on the diagonal
+                        diagonal:float=1.0, # what the diagonal holds (the figures: NaN, a class with itself is no pair)
+                       ) -> torch.Tensor: # (B, C, C) symmetric σ(s_ij), `diagonal` on the diagonal
     "Image-specific co-occurrence probabilities as a matrix."
     b = pair_logits.shape[0]
     i, j = pair_index(num_classes, pair_logits.device)
     p = torch.sigmoid(pair_logits)
-    m = torch.eye(num_classes, dtype=p.dtype, device=p.device).expand(b, -1, -1).clone()
+    m = p.new_zeros(b, num_classes, num_classes)
+    m.diagonal(dim1=1, dim2=2).fill_(diagonal)
     m[:, i, j] = p; m[:, j, i] = p
     return m
 
+# %% ../nbs/08_ist.ipynb #6778b91b
 def intra_scores(pair_logits:torch.Tensor, # (B, P)
                  target:torch.Tensor, # (B, C) in {1, 0, -1}
                 ) -> torch.Tensor: # (B, C) S_i = mean over known positives j of σ(s_ij)
@@ -62,12 +65,14 @@ def intra_scores(pair_logits:torch.Tensor, # (B, P)
     m = cooccurrence_matrix(pair_logits, target.shape[1])
     return torch.einsum("bij,bj->bi", m, pos) / pos.sum(1, keepdim=True).clamp(min=1)
 
+# %% ../nbs/08_ist.ipynb #a7cc8403
 def pseudo_positive(target:torch.Tensor, # (B, C) in {1, 0, -1}
                     make:torch.Tensor, # (B, C) bool, where a pseudo-positive is proposed
                    ) -> torch.Tensor: # (B, C) target with the proposed unknown entries set to 1
     "Known labels kept; unknown entries proposed by `make` become positive."
     return torch.where((target == 0) & make, torch.ones_like(target), target)
 
+# %% ../nbs/08_ist.ipynb #93a30bdf
 def sst_intra_target(pair_logits:torch.Tensor, target:torch.Tensor,
                      margin:float, # SST's margin (0.95 → 0.75)
                     ) -> torch.Tensor: # (B, C) in {1, 0, -1}
@@ -75,6 +80,7 @@ def sst_intra_target(pair_logits:torch.Tensor, target:torch.Tensor,
     s = intra_scores(pair_logits.detach(), target).clamp(-1, 1)
     return pseudo_positive(target, s >= margin)
 
+# %% ../nbs/08_ist.ipynb #8ab5bf20
 def soft_pseudo_label(scores:torch.Tensor, # (B, C) S (IST) or prototype similarity (CST)
                       threshold:torch.Tensor, # scalar θ (learnable in HST)
                      ) -> torch.Tensor: # (B, C) q = clamp(S − θ, 0, 1)
@@ -83,6 +89,7 @@ def soft_pseudo_label(scores:torch.Tensor, # (B, C) S (IST) or prototype similar
     inside = (x >= 0) & (x <= 1)  # gradient at the bounds too, as the clamp of the PyTorch the papers used
     return torch.where(inside, x, x.detach().clamp(0, 1))
 
+# %% ../nbs/08_ist.ipynb #b1e5ba4f
 def sst_margin(epoch:int, # 0-based epoch
                start_epoch:int=5, start:float=0.95, step:float=0.025, floor:float=0.75) -> float:
     "SST's margin in `epoch`: 0.95 at the first pseudo-label epoch, then −0.025 per epoch down to 0.75."

@@ -35,6 +35,7 @@ def _asl_terms(logits, pos, neg, gamma_neg, gamma_pos, clip, eps):
         loss = loss * torch.pow(1 - pt, gamma_pos*pos + gamma_neg*neg)
     return loss
 
+# %% ../nbs/07_losses.ipynb #2c545505
 def asymmetric_loss(logits:torch.Tensor, # (B, C)
                     target:torch.Tensor, # (B, C) in {1, 0, -1}
                     gamma_neg:float=4, gamma_pos:float=1, # focusing exponents
@@ -51,6 +52,7 @@ def pair_index(num_classes:int, device=None) -> torch.Tensor:
     "(2, C(C−1)/2) class indices (i, j), i < j, in the official order."
     return torch.triu_indices(num_classes, num_classes, 1, device=device)
 
+# %% ../nbs/07_losses.ipynb #7337fbb3
 def pair_targets(target:torch.Tensor, # (B, C) in {1, 0, -1}
                 ) -> torch.Tensor: # (B, C(C−1)/2) in {0, 1}
     "1 where both classes of a pair are known positive."
@@ -58,6 +60,7 @@ def pair_targets(target:torch.Tensor, # (B, C) in {1, 0, -1}
     pos = (target > 0).to(torch.float32)
     return pos[:, i]*pos[:, j]
 
+# %% ../nbs/07_losses.ipynb #dc7aca04
 def cooccurrence_loss(pair_logits:torch.Tensor, # (B, C(C−1)/2) IST's co-occurrence logits
                       target:torch.Tensor, # (B, C) in {1, 0, -1}
                       gamma_neg:float=2, gamma_pos:float=1, clip:float=0.05, eps:float=1e-8,
@@ -102,6 +105,7 @@ def prototype_similarity(features:torch.Tensor, # (B, C, D)
     m = mask.to(f.dtype)
     return (cos*m).sum(-1) / m.sum(-1).clamp(min=1)
 
+# %% ../nbs/07_losses.ipynb #66e7eec7
 def prototype_contrastive_loss(features:torch.Tensor, # (B, C, D)
                                target:torch.Tensor, # (B, C) in {1, 0, -1}
                                prototypes:torch.Tensor, # (C, K, D)
@@ -120,6 +124,7 @@ def assume_negative_bce(logits:torch.Tensor, # (B, C)
     "BCE with every unknown entry taken as a negative."
     return F.binary_cross_entropy_with_logits(logits, (target > 0).to(logits.dtype))
 
+# %% ../nbs/07_losses.ipynb #11793cd3
 def durand_bce(logits:torch.Tensor, # (B, C)
                target:torch.Tensor, # (B, C) in {1, 0, -1}
                alpha:float=-4.45, beta:float=5.45, gamma:float=1.0, # g(p) = alpha·p^gamma + beta

@@ -25,6 +25,7 @@ def _check_prop(known_prop) -> float:
         raise ValueError(f"known_prop must be in (0, 1], got {known_prop!r}")
     return float(known_prop)
 
+# %% ../nbs/01_masking.ipynb #d564a812
 def known_mask(labels, # (N, C) full labels in {1, -1} (entries already 0 stay unknown)
                known_prop:float|None, # share of entries kept, in (0, 1]; ignored by "single_positive"
                scheme:str="entry", # one of SCHEMES except "file"
@@ -71,6 +72,7 @@ def save_mask(path, # where to write the .npz
     with open(path, "wb") as f: np.savez_compressed(f, known=np.asarray(known, bool), meta=json.dumps(meta))
     return path
 
+# %% ../nbs/01_masking.ipynb #51f65130
 def _read_mask(path:Path) -> tuple[np.ndarray, dict]:
     try: z = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
@@ -83,6 +85,7 @@ def _read_mask(path:Path) -> tuple[np.ndarray, dict]:
     if not isinstance(meta, dict): raise ValueError(f"mask file {path}: its 'meta' record is not a JSON object")
     return known, meta
 
+# %% ../nbs/01_masking.ipynb #0cd013c2
 def _check_known(known:np.ndarray, path:Path) -> np.ndarray:
     if known.dtype == bool: return known
     if known.dtype.kind not in "iuf": raise ValueError(f"mask file {path}: 'known' holds {known.dtype} values, not booleans or 0/1")

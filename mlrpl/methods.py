@@ -15,14 +15,15 @@ from torch import nn
 
 from .core import Registry
 from .cst import FeatureQueue, prototypes_from_batches
-from .ist import IntraImageTransfer, intra_scores, pseudo_positive, soft_pseudo_label, sst_intra_target, sst_margin
+from .ist import IntraImageTransfer, cooccurrence_matrix, intra_scores, pseudo_positive, soft_pseudo_label, sst_intra_target, sst_margin
 from .losses import (assume_negative_bce, cooccurrence_loss, durand_bce, instance_contrastive_loss, partial_bce,
                           prototype_contrastive_loss, prototype_similarity)
 from .sarl import SARLHead
 
 # %% auto #0
 __all__ = ['METHODS', 'StepContext', 'available', 'get', 'options', 'Method', 'BaselineConfig', 'LinearBaseline', 'PartialBCE',
-           'AssumeNegative', 'DurandBCE', 'SARLConfig', 'SARLMethod', 'SSGRL', 'SSTConfig', 'SST', 'HSTConfig', 'HST']
+           'AssumeNegative', 'DurandBCE', 'SARLConfig', 'SARLMethod', 'SSGRL', 'SSTConfig', 'SST', 'refresh_epoch',
+           'KMeansPrototypes', 'HSTConfig', 'HST']
 
 # %% ../nbs/10_sst_hst.ipynb #11cf143b
 @dataclass
@@ -41,32 +42,38 @@ class StepContext:
 
     def all(self, t:torch.Tensor) -> torch.Tensor: return t if self.gather is None else self.gather(t)
 
+# %% ../nbs/10_sst_hst.ipynb #20b76f96
 METHODS = Registry("method")  # SARB, DSRB and CLSL register themselves in their own modules
 
 def available() -> list[str]:
     "The registered method names."
     return METHODS.available()
 
+# %% ../nbs/10_sst_hst.ipynb #0d03c2ec
 def get(name:str, # a registered method, see available()
         **config) -> nn.Module:
     "Build a registered method."
     return METHODS.get(name, **config)
 
+# %% ../nbs/10_sst_hst.ipynb #a176b1e6
 def _fields(cls, kw):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(kw) - names)
     if unknown: raise TypeError(f"{cls.__name__} has no option {', '.join(unknown)}; options: {', '.join(sorted(names))}")
     return cls(**kw)
 
+# %% ../nbs/10_sst_hst.ipynb #caf569c9
 def options(name:str) -> list[str]:
     "The configuration fields a registered method accepts."
     return sorted(f.name for f in dataclasses.fields(METHODS.lookup(name).config_cls))
 
+# %% ../nbs/10_sst_hst.ipynb #d912df75
 def _backbone(backbone, pretrained, img_dim):
     if isinstance(backbone, nn.Module): return backbone
     from mlrpl.backbones import get_backbone
     return get_backbone(backbone, pretrained=pretrained, out_dim=img_dim)
 
+# %% ../nbs/10_sst_hst.ipynb #bfa3b231
 class Method(nn.Module):
     "Base of every method: a backbone, a forward that returns a dict with `logits`, a loss, epoch hooks."
     name = "method"
@@ -90,12 +97,12 @@ class Method(nn.Module):
         "The forward's outputs named by `keys` (for prototype passes); a method may compute no more than they need."
         out = self(x)
         return {k: out[k] for k in keys}
-
-    @torch.no_grad()
-    def kmeans_prototypes(self, batches):
-        "Fill the `prototypes` / `prototype_mask` buffers with K-means over a pass of (out, partial_target)."
-        p, m = prototypes_from_batches(batches, self.cfg.num_classes, self.cfg.num_prototypes, self.cfg.kmeans_seed)
-        self.prototypes.copy_(p); self.prototype_mask.copy_(m)
+    def analysis_maps(self, out:dict) -> dict:
+        "Per-class maps of a test batch that a run's analysis.npz keeps, name → (B, C, …); spatial ones (B, C, h, w) for the test positives too."
+        return {}
+    def label_graph(self) -> torch.Tensor|None:
+        "The (C, C) label graph the method was built with (None: it has none)."
+        return None
     def extra_repr(self): return f"method={self.name!r}"
 
 # %% ../nbs/10_sst_hst.ipynb #b9715772
@@ -106,6 +113,7 @@ class BaselineConfig:
     pretrained:object = None  # ImageNet weights for the backbone (see mlrpl.backbones)
     img_dim:int = 1024  # D, channels of the backbone's map
 
+# %% ../nbs/10_sst_hst.ipynb #d8147621
 class LinearBaseline(Method):
     "Backbone + global average pooling + linear classifier."
     loss_fn, config_cls = staticmethod(partial_bce), BaselineConfig
@@ -120,16 +128,19 @@ class LinearBaseline(Method):
         l = self.loss_fn(out["logits"], target)
         return l, dict(loss=l.detach()), {}
 
+# %% ../nbs/10_sst_hst.ipynb #5b03cdc5
 @METHODS.register("bce")
 class PartialBCE(LinearBaseline):
     "Linear baseline with partial BCE."
     name = "bce"
 
+# %% ../nbs/10_sst_hst.ipynb #0b822d5a
 @METHODS.register("an")
 class AssumeNegative(LinearBaseline):
     "Linear baseline, unknown labels taken as negatives."
     name, loss_fn = "an", staticmethod(assume_negative_bce)
 
+# %% ../nbs/10_sst_hst.ipynb #f107d2d3
 @METHODS.register("durand")
 class DurandBCE(LinearBaseline):
     "Linear baseline with Durand et al.'s normalised partial BCE."
@@ -148,6 +159,7 @@ class SARLConfig:
     out_dim:int = 1024  # classifier / IST pair size (official: 1024)
     time_steps:int = 3  # GNN rounds
 
+# %% ../nbs/10_sst_hst.ipynb #ab3c03aa
 class SARLMethod(Method):
     "Backbone + SARL head (+ IST when `ist=True`)."
     config_cls = SARLConfig
@@ -167,6 +179,12 @@ class SARLMethod(Method):
         if self.ist is not None: out["cooc"] = self.ist(out["features"])  # (B, P)
         return out
 
+    def analysis_maps(self, out):
+        maps = dict(attention=out["attention"])  # (B, C, h, w), semantic decoupling's softmax over locations
+        if "cooc" in out: maps["cooc"] = cooccurrence_matrix(out["cooc"], self.cfg.num_classes, diagonal=float("nan"))  # (B, C, C)
+        return maps
+    def label_graph(self): return self.head.adj
+
     def outputs(self, x, keys):
         "Class features, attention and the map come before the GNN, the classifier and IST: a prototype pass skips those."
         if not set(keys) <= {"features", "attention", "fmap"}: return super().outputs(x, keys)
@@ -174,6 +192,7 @@ class SARLMethod(Method):
         f, attn = self.head.decouple(fmap)
         return {k: v for k, v in dict(features=f, attention=attn, fmap=fmap).items() if k in keys}
 
+# %% ../nbs/10_sst_hst.ipynb #8055977d
 @METHODS.register("ssgrl")
 class SSGRL(SARLMethod):
     "SARL head trained with partial BCE."
@@ -198,6 +217,7 @@ class SSTConfig(SARLConfig):
     use_cst:bool = True
     official_zero_fill:bool = False  # average over empty queue slots as the released code
 
+# %% ../nbs/10_sst_hst.ipynb #f9d617ad
 @METHODS.register("sst")
 class SST(SARLMethod):
     "SST: semantic-aware representation + intra- and cross-image semantic transfer (queue)."
@@ -229,6 +249,23 @@ class SST(SARLMethod):
         logs["loss"] = total
         return total, {k: v.detach() for k, v in logs.items()}, pseudo
 
+# %% ../nbs/10_sst_hst.ipynb #832be5ab
+def refresh_epoch(epoch:int, # 0-based epoch
+                  start:int, # the mechanism's first epoch
+                  every:int, # recompute every this many epochs (0: at `start` only)
+                 ) -> bool:
+    "Whether prototypes are (re)computed at the start of `epoch`: the schedule HST, SARB and DSRB share."
+    return epoch >= start and (epoch == start if every <= 0 else (epoch - start) % every == 0)
+
+# %% ../nbs/10_sst_hst.ipynb #009ef5c3
+class KMeansPrototypes:
+    "Mixin of the methods whose prototypes are per-class K-means centres of the known positives' class features (HST, SARB)."
+    @torch.no_grad()
+    def compute_prototypes(self, batches):
+        "Fill the `prototypes` / `prototype_mask` buffers with K-means over a pass of (out, partial_target)."
+        p, m = prototypes_from_batches(batches, self.cfg.num_classes, self.cfg.num_prototypes, self.cfg.kmeans_seed)
+        self.prototypes.copy_(p); self.prototype_mask.copy_(m)
+
 # %% ../nbs/10_sst_hst.ipynb #bb276941
 @dataclass
 class HSTConfig(SARLConfig):
@@ -246,8 +283,9 @@ class HSTConfig(SARLConfig):
     official_sign:bool = False  # prototype loss with the released code's sign (1 + y·s)
     kmeans_seed:int = 0
 
+# %% ../nbs/10_sst_hst.ipynb #45b7374c
 @METHODS.register("hst")
-class HST(SARLMethod):
+class HST(KMeansPrototypes, SARLMethod):
     "HST: SST's heads with K-means prototypes for CST and learned thresholds (DTL)."
     name, config_cls = "hst", HSTConfig
     def __init__(self, **kw):
@@ -259,13 +297,8 @@ class HST(SARLMethod):
         self.register_buffer("prototype_mask", torch.zeros(c.num_classes, c.num_prototypes, dtype=torch.bool))
 
     def prototype_epoch(self, epoch:int) -> bool:
-        "Whether prototypes are (re)computed at the start of `epoch`."
-        c = self.cfg
-        if epoch < c.pseudo_start: return False
-        if c.prototype_every <= 0: return epoch == c.pseudo_start
-        return (epoch - c.pseudo_start) % c.prototype_every == 0
-
-    compute_prototypes = Method.kmeans_prototypes
+        "Whether prototypes are (re)computed at the start of `epoch`: with the first pseudo labels, then every `prototype_every`."
+        return refresh_epoch(epoch, self.cfg.pseudo_start, self.cfg.prototype_every)
 
     def epoch_start(self, epoch, trainer):
         if self.prototype_epoch(epoch): self.compute_prototypes(trainer.feature_pass())

@@ -25,6 +25,7 @@ def _prep(scores, targets, ignore=None):
     valid = np.ones(t.shape, bool) if ignore is None else ~np.asarray(ignore, bool).reshape(t.shape)
     return s, t > 0, valid
 
+# %% ../nbs/03_metrics.ipynb #25fa9f47
 def _ap_one(s, # (N,) scores of one class
             pos, # (N,) bool positives
             voc:bool, # interpolated (VOC 2012) or plain AP
@@ -46,10 +47,12 @@ def _ap_one(s, # (N,) scores of one class
         prec = tp/(tp + ng.size - hi)  # precision at each positive's rank
     return float(np.maximum.accumulate(prec[::-1])[::-1].mean())  # best precision at this recall or beyond
 
+# %% ../nbs/03_metrics.ipynb #43af4146
 def _warn_empty(npos, what="AP"):
     empty = np.flatnonzero(npos == 0)
     if empty.size: warnings.warn(f"classes {empty.tolist()} have no positive; their {what} is NaN and left out of the mean", stacklevel=3)
 
+# %% ../nbs/03_metrics.ipynb #738f73f5
 def average_precision(scores, # (N, C) scores; higher = more likely positive
                       targets, # (N, C); positives are entries > 0
                       interpolation:str="voc2012", # "voc2012" (official) or "none" (scikit-learn)
@@ -64,6 +67,7 @@ def average_precision(scores, # (N, C) scores; higher = more likely positive
     with ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, s.shape[1]))) as ex:  # NumPy's sorts release the GIL
         return np.array(list(ex.map(one, range(s.shape[1]))), np.float64)
 
+# %% ../nbs/03_metrics.ipynb #03a2f33a
 def mean_average_precision(scores, # (N, C) scores
                            targets, # (N, C); positives are entries > 0
                            interpolation:str="voc2012", # "voc2012" (official) or "none" (scikit-learn)

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from .core import data_root, get_device, project_root, results_root, set_seed, write_atomic
+from .core import ALLOCATOR_ENV, data_root, get_device, project_root, results_root, set_seed, write_atomic
 from .data import AUGMENTATIONS, DATASETS, get_dataset, label_graph
 from .embeddings import class_embeddings
 from .masking import SCHEMES
@@ -32,8 +32,8 @@ from .trainer import Trainer, TrainConfig, world
 # %% auto #0
 __all__ = ['SET_BY_RUN', 'RECIPES', 'NOTEBOOK_ONLY', 'SMOKE', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig',
            'parameters_source', 'parameters_cell', 'write_parameters', 'cache_record', 'environment', 'config_diff',
-           'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'map_size', 'build_model', 'pair_matrix',
-           'Analysis', 'analysis', 'model_graph', 'describe_dataset', 'prepare', 'run']
+           'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'build_model', 'Analysis', 'analysis',
+           'model_graph', 'describe_dataset', 'prepare', 'run', 'short_run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -50,6 +50,7 @@ def _number(v):
         except ValueError: return None
     return None
 
+# %% ../nbs/11b_run.ipynb #e0369184
 def coerce(name:str, # the parameter, named in the error
            value, # as given: papermill and shells give strings and numbers
            kind:str, # its annotation: "bool", "int", "float", "str" or "dict" (any other is returned as given)
@@ -86,6 +87,7 @@ def _nearest(name:str, names) -> str:
     m = difflib.get_close_matches(name, list(names), 1)
     return f" (did you mean {m[0]}?)" if m else ""
 
+# %% ../nbs/11b_run.ipynb #53217e69
 def check_options(method:str, # a registered method
                   options:dict, # its switches, e.g. {"pseudo_start": 1}
                  ) -> dict: # the options, typed by the method's config dataclass
@@ -230,6 +232,7 @@ def parameters_cell(notebook:Path|str|None=None) -> tuple[Path, dict, dict]:
     if len(cells) != 1: raise ValueError(f"{nb_path} needs one cell tagged 'parameters' (papermill's); it has {len(cells)}")
     return nb_path, nb, cells[0]
 
+# %% ../nbs/11b_run.ipynb #2c6fba5d
 def write_parameters(notebook:Path|str|None=None) -> bool:
     "Write `parameters_source()` into the notebook's cell tagged `parameters` (default: the project's run notebook); True if it changed."
     nb_path, nb, cell = parameters_cell(notebook)
@@ -248,16 +251,19 @@ def _git(*args) -> str|None:
     except (OSError, subprocess.SubprocessError): return None
     return p.stdout if p.returncode == 0 else None
 
+# %% ../nbs/11b_run.ipynb #fe9a8779
 def _build(part:str) -> str|None:
     "The line of torch's build configuration that names `part` (its MKL and oneDNN versions)."
     return next((l.strip(" -") for l in torch.__config__.show().splitlines() if part in l), None)
 
+# %% ../nbs/11b_run.ipynb #e67bad1e
 def _cpu() -> str:
     "The CPU's model name (Linux), else what platform knows."
     info = Path("/proc/cpuinfo")
     lines = info.read_text(errors="replace").splitlines() if info.is_file() else []
     return next((l.split(":", 1)[1].strip() for l in lines if l.startswith("model name")), platform.processor() or platform.machine())
 
+# %% ../nbs/11b_run.ipynb #e9286132
 def cache_record(folder) -> dict:
     "A feature cache as env.json names it: its folder, the SHA-1 of its key, and the digests its cache.json holds."
     folder = Path(folder)
@@ -282,6 +288,7 @@ def environment(device:torch.device|None=None, # the run's device (default: get_
                 cpu_capability=torch.backends.cpu.get_cpu_capability(), mkl=_build("Math Kernel Library"), onednn=_build("MKL-DNN"),
                 threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
                 thread_variables={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+                allocator_variables={k: os.environ.get(k) for k in ALLOCATOR_ENV},  # set for the kernels that train (mlrpl.core)
                 deterministic=dict(algorithms=torch.are_deterministic_algorithms_enabled(), cudnn=torch.backends.cudnn.deterministic,
                                    cudnn_benchmark=torch.backends.cudnn.benchmark),
                 world_size=world()[1], feature_caches=[cache_record(c) for c in caches])
@@ -295,11 +302,13 @@ def _read_json(path:Path) -> dict:
     try: return json.loads(path.read_text())
     except json.JSONDecodeError as e: raise ValueError(f"{path} is not valid JSON ({e}); pass overwrite=True to replace the run") from None
 
+# %% ../nbs/11b_run.ipynb #a50bb1e6
 def config_diff(recorded:dict, cfg:RunConfig) -> list[str]:
     "Each field a recorded params.json sets otherwise than `cfg` (results_dir aside; a field the record predates is not compared)."
     return [f"{k}={recorded[k]!r} there, {v!r} now" for k, v in dataclasses.asdict(cfg).items()
             if k != "results_dir" and k in recorded and recorded[k] != v]
 
+# %% ../nbs/11b_run.ipynb #4ab9ef5e
 def folder_state(cfg:RunConfig, resume:bool=False, overwrite:bool=False) -> str:
     "What run() does in cfg's folder: 'new', 'resume', 'finished' or 'overwrite'; raises FileExistsError rather than mix two runs."
     out = cfg.out_dir()
@@ -316,6 +325,7 @@ def folder_state(cfg:RunConfig, resume:bool=False, overwrite:bool=False) -> str:
     if (out/"checkpoint.pt").is_file(): return "resume"  # a finished checkpoint completes the missing files without training
     raise FileExistsError(f"{out} has metrics.json but no {', '.join(lacks)}, and no checkpoint to rebuild them from: pass overwrite=True to run it again")
 
+# %% ../nbs/11b_run.ipynb #6f056591
 def clear_run(folder:Path) -> list[str]:
     "Delete the run files in `folder` (the executed notebook and anything else stay); return their names."
     gone = [f for f in RUN_FILES if (Path(folder)/f).is_file()]
@@ -338,6 +348,7 @@ def check_splits(cfg:RunConfig, train, test) -> None:
                                   f"(val_fraction={cfg.val_fraction}), fewer than one batch (batch_size={cfg.batch_size})")
     if not (np.asarray(test.labels) > 0).any(): raise ValueError(f"{where}: no image of the test split has a positive label, so its mAP is undefined")
 
+# %% ../nbs/11b_run.ipynb #e6ee6c44
 def check_parameters(given, # the names a caller set (e.g. what papermill injected)
                      known, # the parameters there are
                     ) -> None:
@@ -359,29 +370,23 @@ def _image_datasets(cfg:RunConfig, backbone):
     view = get_dataset(cfg.dataset, root, "train", transform=te_tf, **mask)
     return train, view, get_dataset(cfg.dataset, root, "test", transform=te_tf)
 
+# %% ../nbs/11b_run.ipynb #ed7dcc9c
 def _model_inputs(cfg:RunConfig, train, view, test, backbone, progress:bool=True):
     "(train, validation view, test) as the model reads them, and the feature-cache folders read (built when missing)."
     if not cfg.use_cache: return train, view, test, []
-    from mlrpl.backbones import CachedFeatures, build_feature_cache
+    from mlrpl.feature_cache import CachedFeatures, build_feature_cache
     tr_cache = build_feature_cache(train, backbone, input_size=cfg.input_size, flips=True, progress=progress)
     te_cache = build_feature_cache(test, backbone, input_size=cfg.input_size, flips=False, progress=progress)
     backbone.cached = True
     return (CachedFeatures(train, tr_cache, backbone, train=True), CachedFeatures(train, tr_cache, backbone),
             CachedFeatures(test, te_cache, backbone), [tr_cache, te_cache])
 
-def map_size(backbone, input_size:int) -> int:
-    "Side of the backbone's output map for `input_size`² images (computed on the meta device, no work done)."
-    from torch.func import functional_call
-    meta = {k: torch.empty_like(v, device="meta") for k, v in backbone.state_dict(keep_vars=True).items()}
-    was, backbone.cached = backbone.cached, False
-    try: return int(functional_call(backbone, meta, (torch.empty(2, 3, input_size, input_size, device="meta"),)).shape[-1])
-    finally: backbone.cached = was
-
+# %% ../nbs/11b_run.ipynb #0be61ac6
 def build_model(cfg:RunConfig, train, backbone):
     "The method of `cfg` for the classes and known labels of `train`."
     kw = dict(num_classes=len(train.class_names), backbone=backbone, img_dim=cfg.img_dim, inter_dim=cfg.inter_dim,
               out_dim=cfg.out_dim, adjacency=label_graph(train.partial), word_embeddings=class_embeddings(train.class_names, cfg.embeddings),
-              map_size=map_size(backbone, cfg.input_size))
+              map_size=backbone.map_size(cfg.input_size))
     accepted = set(M.options(cfg.method))
     try: return M.get(cfg.method, **{k: v for k, v in kw.items() if k in accepted}, **cfg.options)
     except (AssertionError, TypeError, ValueError, RuntimeError) as e:  # e.g. heads that do not divide a dimension
@@ -389,45 +394,41 @@ def build_model(cfg:RunConfig, train, backbone):
         raise ValueError(f"method {cfg.method!r} cannot be built with options {cfg.options} (and img_dim={cfg.img_dim}, "
                          f"inter_dim={cfg.inter_dim}, out_dim={cfg.out_dim}): {type(e).__name__}: {e}") from None
 
-def pair_matrix(pairs:torch.Tensor, # (B, P) values of the class pairs i < j in IST's order
-                num_classes:int) -> torch.Tensor: # (B, C, C), symmetric, NaN diagonal
-    "IST's pair vector as a symmetric class × class matrix."
-    i, j = torch.triu_indices(num_classes, num_classes, 1)
-    m = torch.full((pairs.shape[0], num_classes, num_classes), float("nan"))
-    m[:, i, j] = pairs; m[:, j, i] = pairs
-    return m
-
+# %% ../nbs/11b_run.ipynb #9ae8aa8e
 class Analysis:
     "What the papers' figures need from a trained model, gathered from the batches of one pass over the test inputs."
     def __init__(self, test_images, # the test MultiLabelDataset (images, full labels)
                  train_labels, # (N, C) full training labels, for the dataset-level co-occurrence
+                 method, # the run's method: its `analysis_maps` names the maps to keep
                  samples:int=8, # test images whose maps are kept
-                 max_features:int=3000, # class features kept (positives of the test images, evenly subsampled)
+                 max_features:int=3000, # (image, class) positives of the test images whose class feature and map are kept (evenly subsampled)
                  image_side:int=112, # side of the stored sample thumbnails
                 ):
         n, self.C = len(test_images), test_images.num_classes
-        self.images, self.train_labels, self.image_side = test_images, train_labels, image_side
+        self.images, self.train_labels, self.method, self.image_side = test_images, train_labels, method, image_side
         self.sample = np.linspace(0, n - 1, min(samples, n)).round().astype(int)
         pos = (torch.as_tensor(test_images.labels) > 0).nonzero()  # (N_pos, 2) image, class
         self.keep = pos[np.linspace(0, len(pos) - 1, min(max_features, len(pos))).round().astype(int)] if len(pos) else pos
-        self.maps, self.feats, self.fcls, self.fimg = {}, [], [], []
+        self.positives = len(pos)
+        self.maps, self.feats, self.fcls, self.fimg, self.fmaps = {}, [], [], [], {}
 
     @torch.no_grad()
     def add(self, idx:torch.Tensor, # (B,) dataset indices of the batch
             out:dict): # the model's outputs for it
-        "Keep the sample images' maps and the kept class features of one batch."
+        "Keep the sample images' maps, and the class features and maps of the kept positives, of one batch."
+        maps = {k: v.float().cpu() for k, v in self.method.analysis_maps(out).items()}  # name → (B, C, ...)
         at = torch.isin(idx, torch.as_tensor(self.sample))
-        if at.any():
-            for k in ("attention", "assignment"):
-                if k in out: self.maps.setdefault(k, []).append(out[k][at.to(out[k].device)].float().cpu())
-            if "cooc" in out: self.maps.setdefault("cooc", []).append(pair_matrix(torch.sigmoid(out["cooc"][at.to(out["cooc"].device)].float().cpu()), self.C))
-        if "features" in out:
-            sel = self.keep[torch.isin(self.keep[:, 0], idx)]
-            if len(sel):
-                row = {int(v): r for r, v in enumerate(idx)}
-                b = torch.tensor([row[int(v)] for v in sel[:, 0]])
-                self.feats.append(out["features"][b.to(out["features"].device), sel[:, 1].to(out["features"].device)].float().cpu())
-                self.fcls.append(sel[:, 1]); self.fimg.append(sel[:, 0])
+        for k, v in maps.items():
+            if at.any(): self.maps.setdefault(k, []).append(v[at])
+        kinds = [k for k, v in maps.items() if v.ndim == 4] + (["features"] if "features" in out else [])  # spatial maps (B, C, h, w)
+        sel = self.keep[torch.isin(self.keep[:, 0], idx)] if kinds else self.keep[:0]
+        if len(sel):  # the kept positives of this batch: their class features and their classes' maps (float16: the test set's maps in ~0.3 MB)
+            row = {int(v): r for r, v in enumerate(idx)}
+            b = torch.tensor([row[int(v)] for v in sel[:, 0]])
+            for k in kinds:
+                if k == "features": self.feats.append(out[k][b.to(out[k].device), sel[:, 1].to(out[k].device)].float().cpu())
+                else: self.fmaps.setdefault(k, []).append(maps[k][b, sel[:, 1]].half())
+            self.fcls.append(sel[:, 1]); self.fimg.append(sel[:, 0])
 
     def result(self, model) -> dict: # arrays for analysis.npz
         "The arrays of analysis.npz, with `model`'s prototypes and label graph."
@@ -435,13 +436,16 @@ class Analysis:
         res = dict(sample_index=s, sample_labels=self.images.labels[s], class_names=np.array(self.images.class_names),
                    sample_images=np.stack([np.asarray(self.images.load(int(i)).convert("RGB").resize((side, side))) for i in s]))
         res.update({k: torch.cat(v).numpy() for k, v in self.maps.items()})
-        if self.feats: res.update(features=torch.cat(self.feats).numpy(), feature_class=torch.cat(self.fcls).numpy(), feature_image=torch.cat(self.fimg).numpy())
+        if self.fcls: res.update(feature_class=torch.cat(self.fcls).numpy(), feature_image=torch.cat(self.fimg).numpy(), test_positives=self.positives)
+        if self.feats: res["features"] = torch.cat(self.feats).numpy()
+        res.update({f"feature_{k}": torch.cat(v).numpy() for k, v in self.fmaps.items()})  # (N, h, w): the map of each kept positive's class
         for k in ("prototypes", "prototype_mask"):
             if hasattr(model, k) and getattr(model, k) is not None: res[k] = getattr(model, k).float().cpu().numpy() if k == "prototypes" else getattr(model, k).cpu().numpy()
         res["train_cooccurrence"] = label_graph(np.where(lab > 0, 1, -1))  # P(j | i) over the full training labels
-        res["train_label_graph"] = model_graph(model, self.C)
+        res["train_label_graph"] = model_graph(self.method, self.C)  # the method's own graph (an EMA copy holds the same)
         return res
 
+# %% ../nbs/11b_run.ipynb #9ecde8c8
 @torch.no_grad()
 def analysis(trainer, # a fitted Trainer (its evaluated model: the EMA when there is one)
              test_images, # the test MultiLabelDataset (images, full labels)
@@ -454,26 +458,30 @@ def analysis(trainer, # a fitted Trainer (its evaluated model: the EMA when ther
     model = trainer.ema if trainer.ema is not None else trainer.model
     if gathered is not None: return gathered.result(model)
     model.eval()
-    a = Analysis(test_images, train_labels, **kw)
+    a = Analysis(test_images, train_labels, trainer.model, **kw)  # the hooks are the method's; the weights, `model`'s
     for idx, x, _, _ in trainer._loader(test_inputs):
         with trainer._autocast(): a.add(idx, model(x.to(trainer.device)))
     return a.result(model)
 
-def model_graph(model, C:int) -> np.ndarray:
-    "The label graph the model was built with ((C, C); NaN when it has none)."
-    head = getattr(model, "head", None)
-    return head.adj.cpu().numpy() if head is not None and hasattr(head, "adj") else np.full((C, C), np.nan)
+# %% ../nbs/11b_run.ipynb #e79d5f15
+def model_graph(method, C:int) -> np.ndarray:
+    "The label graph the method was built with ((C, C); NaN when it has none)."
+    g = method.label_graph()
+    return g.cpu().numpy() if g is not None else np.full((C, C), np.nan)
 
+# %% ../nbs/11b_run.ipynb #9c04270c
 def describe_dataset(train, test) -> dict:
     "What the run trained and tested on: names, sizes, classes, known share, and the generator's parameters (FashionScenes)."
     return dict(name=train.name, train_images=len(train), test_images=len(test), classes=list(train.class_names),
                 known_share=float((train.partial != 0).mean()), images=str(Path(train.images[0]).parent) if len(train.images) else None,
                 generator=train.generator)
 
+# %% ../nbs/11b_run.ipynb #10032560
 def _write_json(path:Path, obj):
     text = json.dumps(obj, indent=1)
     write_atomic(path, lambda tmp: tmp.write_text(text))
 
+# %% ../nbs/11b_run.ipynb #5af07b77
 def _env(out:Path, state:str, device, caches) -> dict:
     "env.json of this process; a resumed run keeps the records of the processes that ran its earlier epochs."
     env = environment(device, caches)
@@ -482,6 +490,7 @@ def _env(out:Path, state:str, device, caches) -> dict:
         env["earlier"] = old.pop("earlier", []) + [old]
     return env
 
+# %% ../nbs/11b_run.ipynb #4073fdcf
 def prepare(cfg:RunConfig, progress:bool=True) -> SimpleNamespace:
     "What a run trains and reads, built as `run` builds it: backbone, image_train/image_view/image_test, model, train/val_view/test (its inputs) and the caches read."
     set_seed(cfg.seed)
@@ -498,6 +507,7 @@ def prepare(cfg:RunConfig, progress:bool=True) -> SimpleNamespace:
     return SimpleNamespace(backbone=backbone, image_train=image_train, image_view=image_view, image_test=image_test,
                            model=model, train=train, val_view=val_view, test=test, caches=caches)
 
+# %% ../nbs/11b_run.ipynb #f5a6498f
 def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
     if state == "overwrite": clear_run(out)
     r = prepare(cfg, progress)
@@ -510,7 +520,7 @@ def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
         _write_json(out/"params.json", dataclasses.asdict(cfg))
         _write_json(out/"env.json", _env(out, state, trainer.device, caches))
         _write_json(out/"dataset.json", describe_dataset(image_train, image_test))
-    gathered = Analysis(image_test, image_train.labels) if trainer.world == 1 else None  # processes see shards of the test pass
+    gathered = Analysis(image_test, image_train.labels, r.model) if trainer.world == 1 else None  # processes see shards of the test pass
     trainer.fit(resume=state == "resume", finish=False, keep_test=gathered.add if gathered is not None else None)
     last = trainer.test_predictions is not None  # the last epoch ran here: its test pass gives both files (else, from a checkpoint: passes of their own)
     p = trainer.test_predictions if last else trainer.predict(test)
@@ -521,6 +531,7 @@ def _run(cfg:RunConfig, out:Path, state:str, progress:bool) -> dict:
         write_atomic(out/"analysis.npz", lambda tmp: np.savez_compressed(tmp, **res))
     return trainer.finish()  # per_class.csv, then metrics.json: the mark of a finished run, last
 
+# %% ../nbs/11b_run.ipynb #2bf884e0
 def run(cfg:RunConfig|dict, # the run's parameters
         resume:bool=False, # continue the folder's run of this configuration (or return it, when finished)
         overwrite:bool=False, # replace whatever run the folder holds
@@ -538,3 +549,24 @@ def run(cfg:RunConfig|dict, # the run's parameters
     torch.set_num_threads(cfg.threads)
     try: return _run(cfg, out, state, progress)
     finally: torch.set_num_threads(threads)
+
+# %% ../nbs/11b_run.ipynb #6a05b882
+def short_run(method:str, # a registered method
+              folder, # where the scenes, the feature cache and the run folder `<folder>/<method>` go
+              epochs:int=10, # the step of the learning rate comes after the last one: a constant rate
+              **kw, # RunConfig fields over the run's own, e.g. options=dict(blend_start=3)
+             ): # the run's history.csv as a pandas DataFrame, one row per epoch
+    "A method notebook's closing run: `method` on 256 digit scenes at 30 % known, GarmentNet's cached features, seconds."
+    import pandas as pd
+    from mlrpl.fashionscenes import write_fashion_scenes
+    folder = Path(folder)
+    scenes = write_fashion_scenes(folder/"scenes", n_train=256, n_val=128, source="digits", progress=False)
+    old = os.environ.get("MLRPL_DATA"); os.environ["MLRPL_DATA"] = str(folder)  # the feature cache goes under the data root
+    try:
+        cfg = dict(data_root=str(scenes), method=method, known_prop=0.3, epochs=epochs, step_size=epochs, test_every=1, batch_size=16,
+                   img_dim=32, inter_dim=16, out_dim=32, results_dir=str(folder/method)) | kw  # a small head: 16 steps an epoch
+        run(RunConfig(**cfg), overwrite=True, progress=False)
+    finally:
+        if old is None: del os.environ["MLRPL_DATA"]
+        else: os.environ["MLRPL_DATA"] = old
+    return pd.read_csv(folder/method/"history.csv")

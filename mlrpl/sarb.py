@@ -12,7 +12,7 @@ from torch import nn
 
 from .ilrb import instance_blend
 from .losses import instance_contrastive_loss, partial_bce
-from .methods import METHODS, SARLConfig, SARLMethod
+from .methods import METHODS, KMeansPrototypes, SARLConfig, SARLMethod, refresh_epoch
 from .plrb import prototype_blend
 
 # %% auto #0
@@ -30,6 +30,7 @@ class BlendConfig(SARLConfig):
     learn_alpha:bool = True  # False: α fixed at alpha_init
     learn_beta:bool = True
 
+# %% ../nbs/15_sarb.ipynb #699379ea
 @dataclass
 class SARBConfig(BlendConfig):
     num_prototypes:int = 10  # K-means K per class
@@ -40,6 +41,7 @@ class SARBConfig(BlendConfig):
     official_plrb_quirk:bool = False  # blend class 0 of images with no unknown label, as the released code
     kmeans_seed:int = 0
 
+# %% ../nbs/15_sarb.ipynb #f0a3b211
 class BlendingMethod(SARLMethod):
     "Shared by SARB and DSRB: α, β, a prototype schedule and the blended-loss bookkeeping."
     def __init__(self, **kw):
@@ -49,10 +51,8 @@ class BlendingMethod(SARLMethod):
         self.beta = nn.Parameter(torch.tensor(float(c.beta_init)), requires_grad=c.learn_beta)
 
     def prototype_epoch(self, epoch:int) -> bool:
-        "Whether prototypes are (re)computed at the start of `epoch`."
-        c = self.cfg
-        if epoch < c.blend_start: return False
-        return epoch == c.blend_start if c.prototype_every <= 0 else (epoch - c.blend_start) % c.prototype_every == 0
+        "Whether prototypes are (re)computed at the start of `epoch`: with the first blending, then every `prototype_every`."
+        return refresh_epoch(epoch, self.cfg.blend_start, self.cfg.prototype_every)
 
     def epoch_start(self, epoch, trainer):
         if self.prototype_epoch(epoch): self.compute_prototypes(trainer.feature_pass())
@@ -72,8 +72,9 @@ class BlendingMethod(SARLMethod):
         logs["alpha"], logs["beta"] = self.alpha, self.beta
         return total, {k: v.detach() for k, v in logs.items()}, {}
 
+# %% ../nbs/15_sarb.ipynb #b8c99e91
 @METHODS.register("sarb")
-class SARB(BlendingMethod):
+class SARB(KMeansPrototypes, BlendingMethod):
     "SARB: SARL + instance contrastive loss + ILRB + PLRB."
     name, config_cls = "sarb", SARBConfig
     def __init__(self, **kw):
@@ -81,8 +82,6 @@ class SARB(BlendingMethod):
         c = self.cfg
         self.register_buffer("prototypes", torch.zeros(c.num_classes, c.num_prototypes, c.img_dim))  # (C, K, D)
         self.register_buffer("prototype_mask", torch.zeros(c.num_classes, c.num_prototypes, dtype=torch.bool))
-
-    compute_prototypes = BlendingMethod.kmeans_prototypes
 
     def loss(self, out, target, ctx):
         c, f = self.cfg, out["features"]

@@ -86,6 +86,7 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
+# %% ../nbs/11_trainer.ipynb #265524de
 def init_distributed(device:torch.device) -> bool:
     "Join the process group when launched by torchrun, at any world size (gloo on CPU, nccl on CUDA); whether this process is in one."
     if dist.is_available() and dist.is_initialized(): return True  # joined before (another Trainer in this process)
@@ -95,6 +96,7 @@ def init_distributed(device:torch.device) -> bool:
     atexit.register(_leave_distributed)
     return True
 
+# %% ../nbs/11_trainer.ipynb #d25531f4
 def _leave_distributed():
     """At exit, leave the group together. A process that exits while a peer's last collective is still in flight
     can abort one of them in the interpreter's teardown ("terminate called without an active exception", about 1 run
@@ -106,6 +108,7 @@ def _leave_distributed():
         else: dist.barrier()
     dist.destroy_process_group()
 
+# %% ../nbs/11_trainer.ipynb #b3fba2d6
 def gather_cat(t:torch.Tensor) -> torch.Tensor:
     "Concatenate equal-shaped tensors from every process along dim 0."
     _, n = world()
@@ -114,6 +117,7 @@ def gather_cat(t:torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, t.contiguous())
     return torch.cat(parts)
 
+# %% ../nbs/11_trainer.ipynb #0c405e6c
 def gather_objects(obj):
     "A list of `obj` from every process (rank order)."
     _, n = world()
@@ -126,11 +130,11 @@ def gather_objects(obj):
 def _to(x, device, channels_last=False):
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
-
 def _step_seed(seed:int, epoch:int, step:int) -> int:
     "One number per (seed, epoch, step): digits in base 1,000,003, a prime above any step count, so no two collide."
     return (seed*1_000_003 + epoch)*1_000_003 + step
 
+# %% ../nbs/11_trainer.ipynb #bf4edeee
 class WeightEMA(nn.Module):
     "A copy of a model whose floating-point parameters and buffers follow e ← d·e + (1 − d)·m after every step."
     def __init__(self, model:nn.Module, decay:float):
@@ -148,17 +152,20 @@ class WeightEMA(nn.Module):
     def train(self, mode:bool=True): return super().train(False)  # always evaluated
     def forward(self, *a, **kw): return self.module(*a, **kw)
 
+# %% ../nbs/11_trainer.ipynb #8b842cc2
 class _LossStep(nn.Module):
     "A method's training step as one module call: forward, then its loss (what DistributedDataParallel wraps)."
     def __init__(self, model): super().__init__(); self.model = model
     def forward(self, x, target, ctx): return self.model.loss(self.model(x), target, ctx)
 
+# %% ../nbs/11_trainer.ipynb #84223c84
 def _optimizer(cfg, params):
     kw = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)  # one call per operation over all tensors (the default on CUDA): the same arithmetic, less Python
     if cfg.optimizer == "adamw": return torch.optim.AdamW(params, **kw)
     if cfg.optimizer == "sgd": return torch.optim.SGD(params, momentum=0.9, **kw)
     return torch.optim.Adam(params, **kw)
 
+# %% ../nbs/11_trainer.ipynb #e12e8e4a
 class Trainer:
     "Train and evaluate any registered method."
     def __init__(self, model:nn.Module, # a method from mlrpl.methods
@@ -227,89 +234,96 @@ class Trainer:
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else torch.autocast("cpu", enabled=False)
 
-    # ---- passes
-    @torch.no_grad()
-    def predict(self, ds:Dataset, raw:bool=False,
-                keep=None, # callable (index, outputs) given each batch's whole output dict (this process's share)
-               ) -> dict:
-        "Logits, partial and full targets and dataset indices over `ds` (gathered over processes, in order); the EMA model when there is one, unless `raw`."
-        model = self.model if raw or self.ema is None else self.ema
-        model.eval()
-        parts = []
-        with torch.random.fork_rng(devices=[]):  # a loader draws its base seed from the global RNG: scoring leaves training's draws (flips, dropout) alone
-            for idx, x, partial, full in self._loader(self._shard(ds)):
-                with self._autocast(): out = model(_to(x, self.device, self.cuda and self.cfg.channels_last))
-                if keep is not None: keep(idx, out)
-                parts.append((idx, out["logits"].float().cpu(), partial, full))
-        cat = lambda k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0)
-        res = dict(index=cat(0), logits=cat(1), partial=cat(2), full=cat(3))
-        if self.world > 1:
-            allp = gather_objects(res)
-            res = {k: torch.cat([a[k] for a in allp]) for k in res}
-            order = torch.argsort(res["index"]); res = {k: v[order] for k, v in res.items()}
-        return res
+# %% ../nbs/11_trainer.ipynb #78fd64a7
+@patch
+@torch.no_grad()
+def predict(self:Trainer, ds:Dataset, raw:bool=False,
+            keep=None, # callable (index, outputs) given each batch's whole output dict (this process's share)
+           ) -> dict:
+    "Logits, partial and full targets and dataset indices over `ds` (gathered over processes, in order); the EMA model when there is one, unless `raw`."
+    model = self.model if raw or self.ema is None else self.ema
+    model.eval()
+    parts = []
+    with torch.random.fork_rng(devices=[]):  # a loader draws its base seed from the global RNG: scoring leaves training's draws (flips, dropout) alone
+        for idx, x, partial, full in self._loader(self._shard(ds)):
+            with self._autocast(): out = model(_to(x, self.device, self.cuda and self.cfg.channels_last))
+            if keep is not None: keep(idx, out)
+            parts.append((idx, out["logits"].float().cpu(), partial, full))
+    cat = lambda k: torch.cat([p[k] for p in parts]) if parts else torch.empty(0)
+    res = dict(index=cat(0), logits=cat(1), partial=cat(2), full=cat(3))
+    if self.world > 1:
+        allp = gather_objects(res)
+        res = {k: torch.cat([a[k] for a in allp]) for k in res}
+        order = torch.argsort(res["index"]); res = {k: v[order] for k, v in res.items()}
+    return res
 
-    @torch.no_grad()
-    def feature_pass(self, keys=("features",)):
-        "Yield ({key: tensor}, partial_target) over the training slice in eval mode and in its order, gathered over processes (for prototypes)."
-        self.model.eval()
-        batches = iter(self._loader(self._shard(self.train_set)))
-        # every process takes as many steps as the longest share (rank 0's) has batches, so that each gathers as often;
-        # step b's batches of all processes hold the training slice's images world·b·B ... world·(b+1)·B − 1, in order once sorted
-        steps = math.ceil(math.ceil(len(self.train_set)/self.world)/self.cfg.batch_size)
-        for _ in range(steps):
-            idx, x, partial, _ = next(batches, (None,)*4)
-            if x is not None:
-                with self._autocast(): out = self.model.outputs(_to(x, self.device, self.cuda and self.cfg.channels_last), keys)
-                out = {k: out[k].float() for k in keys}
-            if self.world == 1: yield out, partial.to(self.device); continue
-            parts = [p for p in gather_objects(None if x is None else (idx, {k: v.cpu() for k, v in out.items()}, partial)) if p is not None]
-            order = torch.argsort(torch.cat([p[0] for p in parts]))
-            yield {k: torch.cat([p[1][k] for p in parts])[order] for k in keys}, torch.cat([p[2] for p in parts])[order]
+# %% ../nbs/11_trainer.ipynb #29184e89
+@patch
+@torch.no_grad()
+def feature_pass(self:Trainer, keys=("features",)):
+    "Yield ({key: tensor}, partial_target) over the training slice in eval mode and in its order, gathered over processes (for prototypes)."
+    self.model.eval()
+    batches = iter(self._loader(self._shard(self.train_set)))
+    # every process takes as many steps as the longest share (rank 0's) has batches, so that each gathers as often;
+    # step b's batches of all processes hold the training slice's images world·b·B ... world·(b+1)·B − 1, in order once sorted
+    steps = math.ceil(math.ceil(len(self.train_set)/self.world)/self.cfg.batch_size)
+    for _ in range(steps):
+        idx, x, partial, _ = next(batches, (None,)*4)
+        if x is not None:
+            with self._autocast(): out = self.model.outputs(_to(x, self.device, self.cuda and self.cfg.channels_last), keys)
+            out = {k: out[k].float() for k in keys}
+        if self.world == 1: yield out, partial.to(self.device); continue
+        parts = [p for p in gather_objects(None if x is None else (idx, {k: v.cpu() for k, v in out.items()}, partial)) if p is not None]
+        order = torch.argsort(torch.cat([p[0] for p in parts]))
+        yield {k: torch.cat([p[1][k] for p in parts])[order] for k in keys}, torch.cat([p[2] for p in parts])[order]
 
-    def train_epoch(self, epoch:int) -> dict:
-        "One epoch of training; returns the mean of each logged loss and the pseudo-label counts."
-        cfg, model = self.cfg, self.model
-        model.train()
-        self.sampler.set_epoch(epoch)
-        loader = self._loader(self.train_set, sampler=self.sampler, drop_last=True)
-        steps = self.steps_per_epoch()
-        sums, counts = {}, {}
-        for step, (idx, x, partial, full) in enumerate(loader):
-            if step >= steps: break
-            x, target = _to(x, self.device, self.cuda and cfg.channels_last), partial.to(self.device)
-            ctx = StepContext(epoch=epoch, step=step, steps=steps, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step)),
-                              gather=gather_cat if self.world > 1 else None)
-            with self._autocast(): loss, logs, pseudo = (self.ddp or self._step)(x, target, ctx)
-            if not torch.isfinite(loss): raise FloatingPointError(f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {step}")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer); self.scaler.update()
-            if cfg.scheduler == "onecycle": self.scheduler.step()
-            if self.ema is not None: self.ema.update(model)
-            for k, v in logs.items(): sums[k] = sums.get(k, 0.0) + float(v)
-            if self.bar is not None: self.bar.update(1)
-            unknown, truth = (partial == 0), (full > 0)
-            for k, p in pseudo.items():
-                p = p.cpu() & unknown
-                c = counts.setdefault(k, np.zeros(3, np.int64))
-                c += [int((p & truth).sum()), int(p.sum()), int((unknown & truth).sum())]
-        out = {f"train_{k}": v/steps for k, v in sums.items()}
-        for k, (tp, gen, hidden) in counts.items():
-            tp, gen, hidden = (int(v) for v in gather_cat(torch.tensor([tp, gen, hidden])).view(-1, 3).sum(0))
-            out[f"pseudo_{k}_precision"] = tp/gen if gen else float("nan")
-            out[f"pseudo_{k}_recall"] = tp/hidden if hidden else float("nan")
-            out[f"pseudo_{k}_generated"] = gen
-        return out
+# %% ../nbs/11_trainer.ipynb #f6b43126
+@patch
+def train_epoch(self:Trainer, epoch:int) -> dict:
+    "One epoch of training; returns the mean of each logged loss and the pseudo-label counts."
+    cfg, model = self.cfg, self.model
+    model.train()
+    self.sampler.set_epoch(epoch)
+    loader = self._loader(self.train_set, sampler=self.sampler, drop_last=True)
+    steps = self.steps_per_epoch()
+    sums, counts = {}, {}
+    for step, (idx, x, partial, full) in enumerate(loader):
+        if step >= steps: break
+        x, target = _to(x, self.device, self.cuda and cfg.channels_last), partial.to(self.device)
+        ctx = StepContext(epoch=epoch, step=step, steps=steps, generator=torch.Generator().manual_seed(_step_seed(cfg.seed, epoch, step)),
+                          gather=gather_cat if self.world > 1 else None)
+        with self._autocast(): loss, logs, pseudo = (self.ddp or self._step)(x, target, ctx)
+        if not torch.isfinite(loss): raise FloatingPointError(f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer); self.scaler.update()
+        if cfg.scheduler == "onecycle": self.scheduler.step()
+        if self.ema is not None: self.ema.update(model)
+        for k, v in logs.items(): sums[k] = sums.get(k, 0.0) + float(v)
+        if self.bar is not None: self.bar.update(1)
+        unknown, truth = (partial == 0), (full > 0)
+        for k, p in pseudo.items():
+            p = p.cpu() & unknown
+            c = counts.setdefault(k, np.zeros(3, np.int64))
+            c += [int((p & truth).sum()), int(p.sum()), int((unknown & truth).sum())]
+    out = {f"train_{k}": v/steps for k, v in sums.items()}
+    for k, (tp, gen, hidden) in counts.items():
+        tp, gen, hidden = (int(v) for v in gather_cat(torch.tensor([tp, gen, hidden])).view(-1, 3).sum(0))
+        out[f"pseudo_{k}_precision"] = tp/gen if gen else float("nan")
+        out[f"pseudo_{k}_recall"] = tp/hidden if hidden else float("nan")
+        out[f"pseudo_{k}_generated"] = gen
+    return out
 
-    def evaluate(self, ds:Dataset, known_only:bool=False, raw:bool=False, keep=None) -> tuple[dict, object, dict]:
-        "The papers' metrics on `ds` (known_only: mAP over the known entries of the partial labels; raw: not the EMA; keep: see predict)."
-        p = self.predict(ds, raw=raw, keep=keep)
-        if known_only:  # classes without a known positive in the slice are left out
-            ap = average_precision(p["logits"], p["partial"], ignore=p["partial"] == 0)
-            return dict(mAP=float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")), None, p
-        m, per = evaluate(p["logits"].numpy(), p["full"].numpy(), self.class_names)
-        return m, per, p
+# %% ../nbs/11_trainer.ipynb #7411d151
+@patch
+def evaluate(self:Trainer, ds:Dataset, known_only:bool=False, raw:bool=False, keep=None) -> tuple[dict, object, dict]:
+    "The papers' metrics on `ds` (known_only: mAP over the known entries of the partial labels; raw: not the EMA; keep: see predict)."
+    p = self.predict(ds, raw=raw, keep=keep)
+    if known_only:  # classes without a known positive in the slice are left out
+        ap = average_precision(p["logits"], p["partial"], ignore=p["partial"] == 0)
+        return dict(mAP=float(np.nanmean(ap)) if np.isfinite(ap).any() else float("nan")), None, p
+    m, per = evaluate(p["logits"].numpy(), p["full"].numpy(), self.class_names)
+    return m, per, p
 
 # %% ../nbs/11_trainer.ipynb #7ec1ae57
 def _rng_state() -> dict:
@@ -319,12 +333,14 @@ def _rng_state() -> dict:
     if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
+# %% ../nbs/11_trainer.ipynb #5e937d85
 def _set_rng_state(st:dict):
     torch.set_rng_state(st["torch"])
     random.setstate((3, tuple(st["python"]), st["python_pos"]))
     np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], *st["numpy_gauss"]))
     if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
 
+# %% ../nbs/11_trainer.ipynb #d8a1d1f3
 def _summary(history:list[dict]) -> dict:
     "Last-epoch test mAP, test mAP at the best validation epoch, and the official best-test mAP."
     last = history[-1]
@@ -339,6 +355,7 @@ def _summary(history:list[dict]) -> dict:
     for k in ("OF1", "CF1", "OP", "OR", "CP", "CR", "mAP_noninterp"): out[f"test_{k}_last"] = last.get(f"test_{k}")
     return out
 
+# %% ../nbs/11_trainer.ipynb #7c2b36e7
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "history", "epoch")
 
 def _read_checkpoint(path:Path) -> dict:
@@ -352,6 +369,7 @@ def _read_checkpoint(path:Path) -> dict:
     if lacks: raise ValueError(f"{path} is not a checkpoint of mlrpl's Trainer: it has no {', '.join(lacks)}")
     return st
 
+# %% ../nbs/11_trainer.ipynb #5c7a639c
 @patch
 def restore(self:Trainer, path=None, # default: results_dir/checkpoint.pt
             ) -> int: # the epoch to continue from
@@ -373,6 +391,7 @@ def restore(self:Trainer, path=None, # default: results_dir/checkpoint.pt
     self._restored = st["epoch"] + 1
     return self._restored
 
+# %% ../nbs/11_trainer.ipynb #7cfdb3e9
 @patch
 def fit(self:Trainer, resume:bool=False, # continue from the checkpoint in results_dir
          until:int|None=None, # stop after this many epochs, as an interrupted run would (None: cfg.epochs)
@@ -425,10 +444,12 @@ def fit(self:Trainer, resume:bool=False, # continue from the checkpoint in resul
     if finish and len(self.history) >= cfg.epochs: self.finish()
     return self.summary
 
+# %% ../nbs/11_trainer.ipynb #28e2c8d3
 def _shown(rec:dict, epochs:int) -> dict:
     "What the training bar shows of an epoch's record."
     return dict(epoch=f"{rec['epoch'] + 1}/{epochs}", **{k: rec[k] for k in ("train_loss", "val_mAP", "test_mAP") if k in rec})
 
+# %% ../nbs/11_trainer.ipynb #ffb41e0a
 @patch
 def finish(self:Trainer) -> dict:
     "Mark the run finished: per_class.csv, then metrics.json last (a sweep skips a folder that has it); never a NaN mAP."
@@ -443,11 +464,13 @@ def finish(self:Trainer) -> dict:
         write_atomic(self.results_dir/"metrics.json", lambda tmp: tmp.write_text(summary))
     return self.summary
 
+# %% ../nbs/11_trainer.ipynb #001596c8
 def _write_csv(path:Path, rows:list[dict]):
     keys = sorted({k for h in rows for k in h}, key=lambda k: (k != "epoch", k))
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
 
+# %% ../nbs/11_trainer.ipynb #a7884119
 @patch
 def _log(self:Trainer, rec:dict):
     "Rewrite history.csv / history.json with one more epoch, each atomically (and log to TensorBoard)."

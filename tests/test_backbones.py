@@ -10,8 +10,9 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mlrpl.backbones import (BACKBONES, CachedFeatures, FeatureExtractor, build_feature_cache,
-                             efficientnet_lite0_classifier, efficientnet_lite0_weights_file, get_backbone)
+from mlrpl.backbones import (BACKBONES, FeatureExtractor, efficientnet_lite0_classifier, efficientnet_lite0_weights_file,
+                             get_backbone)
+from mlrpl.feature_cache import CachedFeatures, build_feature_cache
 from mlrpl.data import IMAGENET_MEAN, IMAGENET_STD, get_dataset
 from mlrpl.fashionscenes import write_fashion_scenes
 

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from mlrpl.data import get_dataset, write_coco_fixture, write_voc_fixture
+from mlrpl.data import get_dataset
+from mlrpl.fixtures import write_coco_fixture, write_voc_fixture
 from mlrpl.fashionscenes import find_fashion_mnist
 from mlrpl.masking import drop_labels, known_mask, save_mask
 

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageFile
 
 import mlrpl.embeddings as E
-from mlrpl.data import get_dataset, label_graph, load_rgb, write_coco_fixture, write_vg_fixture, write_voc_fixture
+from mlrpl.data import get_dataset, label_graph, load_rgb
+from mlrpl.fixtures import write_coco_fixture, write_vg_fixture, write_voc_fixture
 from mlrpl.masking import drop_labels, known_mask, load_mask, save_mask
 
 COCO_JSON = "instances_train2014.json"

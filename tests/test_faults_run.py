@@ -124,7 +124,7 @@ def test_the_train_notebook_refuses_an_unknown_injected_parameter(tmp_path):
 
 
 def test_the_train_notebook_parameters_are_the_run_config():
-    from mlrpl.sweep import notebook_parameters
+    from mlrpl.grid import notebook_parameters
     names = list(notebook_parameters(TRAIN_NB))
     assert sorted(names) == sorted([f.name for f in dataclasses.fields(RunConfig)] + ["resume", "overwrite"])
 

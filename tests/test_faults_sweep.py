@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from mlrpl.run import SMOKE
-from mlrpl.sweep import GridError, _Kernel, _run_job, expand, run_sweep
+from mlrpl.grid import GridError, expand
+from mlrpl.sweep import _Kernel, _run_job, run_sweep
 
 root = Path(__file__).resolve().parent.parent
 TOY = root / "tests" / "toy_run.ipynb"

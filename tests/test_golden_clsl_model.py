@@ -21,7 +21,7 @@ from make_golden_clsl_model import B, C, D, H, SEED, sample  # noqa: E402
 from compare import MODEL, SMALL, U32, U64, as64, close  # noqa: E402
 from weights import fill_state_dict, shapes_from_json  # noqa: E402
 
-from mlrpl.clsl import clsl_asl, from_official, recover_labels
+from mlrpl.clsl import clsl_asl, official_state_dict, recover_labels
 from mlrpl.clsl_features import sine_positions
 from mlrpl.methods import METHODS, StepContext
 
@@ -81,7 +81,7 @@ def build(name):
     m = METHODS.get("clsl", backbone=nn.Identity(), num_classes=C, word_embeddings=Z["words"], img_dim=D, map_size=H,
                     num_heads=4, ffn_dim=2048, att_dim=1024, encoder_dropout=0.0, mlp_dropout=0.0, **SWITCHES[name])
     shapes = shapes_from_json(json.loads(str(Z["shapes"]))[name])
-    missing, unexpected = m.load_state_dict(from_official(fill_state_dict(shapes, SEED)), strict=False)
+    missing, unexpected = m.load_state_dict(official_state_dict(fill_state_dict(shapes, SEED)), strict=False)
     assert (set(missing), unexpected) == ({"words"}, []), (missing, unexpected)
     m.double()
     m.encoder.pos = as64(Z["position_embedding"])  # the released float32 positions (test_sine_positions: ours)
@@ -144,7 +144,7 @@ def test_training_loss_and_gradients(name):
     keys = [k[len(f"{name}_grad/"):] for k in Z.files if k.startswith(f"{name}_grad/")]
     assert keys
     for k in keys:
-        (ours,) = from_official({k: torch.zeros(1)})  # the same weight's name here
+        (ours,) = official_state_dict({k: torch.zeros(1)})  # the same weight's name here
         g = params[ours].grad.reshape(-1)
         kept = sample(g.numel())  # the entries the fixture keeps
         g, want = g[kept].numpy(), Z[f"{name}_grad/{k}"]

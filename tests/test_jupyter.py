@@ -147,3 +147,20 @@ def test_progress_draws_a_bar_on_a_terminal_and_one_line_in_a_log(tmp_path):
     os.waitpid(pid, 0)
     shown = b"".join(chunks).decode(errors="replace")
     assert "\r" in shown and "100%" in shown and "400/400" in shown and "last=399" not in shown and "last 399" in shown, shown
+
+
+def test_the_kernels_that_train_get_the_allocator_settings_and_a_users_own_win(tmp_path):
+    import nbformat
+    from mlrpl.core import ALLOCATOR_ENV
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os; print({k: os.environ.get(k) for k in sorted(%r)})" % sorted(ALLOCATOR_ENV))]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    seen = []
+    for mine in ({}, {"MALLOC_TRIM_THRESHOLD_": "1048576"}):
+        env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV} | mine
+        p = subprocess.run([str(BIN / "papermill"), "--engine", "mlrpl", "-k", "python3", "--log-level", "WARNING", "--no-progress-bar",
+                            str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb")], capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+        seen.append("".join(json.loads((tmp_path / "out.ipynb").read_text())["cells"][0]["outputs"][0]["text"]).strip())
+    assert seen[0] == str(dict(sorted(ALLOCATOR_ENV.items()))), seen
+    assert seen[1] == str({"MALLOC_MMAP_THRESHOLD_": ALLOCATOR_ENV["MALLOC_MMAP_THRESHOLD_"], "MALLOC_TRIM_THRESHOLD_": "1048576"}), seen

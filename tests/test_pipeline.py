@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlrpl.data import write_coco_fixture, write_nuswide_fixture, write_vg_fixture, write_voc_fixture
+from mlrpl.fixtures import write_coco_fixture, write_nuswide_fixture, write_vg_fixture, write_voc_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

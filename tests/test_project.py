@@ -23,11 +23,20 @@ def test_environment_yml_lists_the_settings_requirements():
     assert sorted(pip) == sorted(declared)
 
 
-def test_settings_keep_papermill_tags_and_notest():
-    s = _settings()
-    assert s["allowed_cell_metadata_keys"].strip() == "tags"
-    assert s["tst_flags"].strip() == "notest"
-    assert "nbdev==2.4.14" in s["dev_requirements"].split()
+def test_cleaning_keeps_papermill_tags_and_the_tests_skip_notest_cells(tmp_path):
+    import json
+    cells = [dict(cell_type="code", id="a1", metadata=dict(tags=["parameters"], collapsed=True), execution_count=3, outputs=[],
+                  source="x = 1"),
+             dict(cell_type="code", id="b2", metadata={}, execution_count=None, outputs=[], source="#| notest\nraise SystemExit('ran')")]
+    nb = tmp_path / "t.ipynb"
+    nb.write_text(json.dumps(dict(cells=cells, metadata={}, nbformat=4, nbformat_minor=5)))
+    bin_ = Path(sys.executable).parent
+    r = subprocess.run([bin_ / "nbdev_clean", "--fname", nb], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(nb.read_text())["cells"][0]["metadata"]
+    assert meta == {"tags": ["parameters"]}  # papermill's tag kept, the rest cleaned
+    r = subprocess.run([bin_ / "nbdev_test", "--path", nb, "--do_print"], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr  # the #| notest cell did not run
 
 
 def test_readme_is_generated_from_index():
@@ -73,3 +82,28 @@ def test_every_plugin_is_registered_by_importing_its_registry_alone():
     methods, datasets, backbones, augmentations = json.loads(out.stdout)
     assert {"sarb", "dsrb", "clsl", "hst"} <= set(methods) and {"fashionscenes", "coco2014"} <= set(datasets)
     assert {"garmentnet", "clip_rn101", "resnet101"} <= set(backbones) and augmentations == ["clsl", "flip", "hcp"]
+
+
+def _floors() -> dict[str, int]:
+    "Module → floor, from the README's table of the house (a room's name in backticks, its floor's number)."
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("| floor | rooms |"):].split("\n\n")[0]
+    floors = {}
+    for row in table.splitlines()[2:]:
+        n, rooms = [c.strip() for c in row.strip("|").split("|")]
+        for name in re.findall(r"`([a-z_]+)`", rooms): floors[name] = int(n)
+    return floors
+
+
+def test_every_module_is_on_a_floor_and_imports_only_from_its_floor_or_below():
+    import ast
+    floors, up = _floors(), []
+    modules = sorted(p.stem for p in (root / "mlrpl").glob("*.py") if not p.stem.startswith("_"))
+    assert sorted(set(modules) - set(floors)) == [], "modules the README's house does not place"
+    assert sorted(set(floors) - set(modules)) == [], "rooms the README's house names that are no module"
+    for m in modules:
+        for node in ast.walk(ast.parse((root / "mlrpl" / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                name = node.module.removeprefix("mlrpl.") if node.module.startswith("mlrpl.") else node.module if node.level else None
+                if name in floors and floors[name] > floors[m]: up.append(f"{m} (floor {floors[m]}) imports {name} (floor {floors[name]})")
+    assert up == []

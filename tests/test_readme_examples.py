@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlrpl.run import SMOKE, RunConfig
-from mlrpl.sweep import expand
+from mlrpl.grid import expand
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -10,7 +10,8 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from mlrpl import report as R
+from mlrpl import figures as FG
+from mlrpl import tables as TB
 
 root = Path(__file__).resolve().parent.parent
 paper = root / "nbs" / "paper"
@@ -78,8 +79,8 @@ def test_every_table_and_figure_is_captioned(first):
         caption = (first / "tables" / f"{name}.md").read_text().split("\n\n")[0]
         assert "4 epochs, efficientnet_lite0 (random init), 128 px" in caption and "seeds: 10%:" in caption, (name, caption)
     claims = pd.read_csv(first / "tables" / "claims.csv", keep_default_na=False)
-    assert len(claims) == len(R.CLAIMED) + 2 + len(R.ABLATIONS) + 1 + len(R.CLAIMED)
-    assert set(claims.verdict) <= set(R.VERDICTS) and "not run" in set(claims.verdict)  # the fixture leaves hst's, dsrb's and clsl's variants out
+    assert len(claims) == len(TB.CLAIMED) + 2 + len(TB.ABLATIONS) + 1 + len(TB.CLAIMED)
+    assert set(claims.verdict) <= set(TB.VERDICTS) and "not run" in set(claims.verdict)  # the fixture leaves hst's, dsrb's and clsl's variants out
 
 
 # The claims on hand-made runs: seeds 0, 1, 2 at 10 % known, one seed at 90 %; ssgrl at 60 + seed.
@@ -115,9 +116,9 @@ def hand_made_cooc() -> pd.DataFrame:
 
 
 def test_claims_verdicts_on_known_differences():
-    c = R.claims(hand_made(), hand_made_cooc()).set_index("claim")
-    assert len(c) == len(R.CLAIMED) + 2 + len(R.ABLATIONS) + 1 + len(R.CLAIMED)  # every claim has a row
-    beats = c.loc[[f"{m} beats ssgrl" for m in R.CLAIMED]]
+    c = TB.claims(hand_made(), hand_made_cooc()).set_index("claim")
+    assert len(c) == len(TB.CLAIMED) + 2 + len(TB.ABLATIONS) + 1 + len(TB.CLAIMED)  # every claim has a row
+    beats = c.loc[[f"{m} beats ssgrl" for m in TB.CLAIMED]]
     assert beats.verdict.tolist() == ["holds", "contradicted", "not at this scale", "not run", "holds"]
     assert beats.target.tolist() == ["met", "not met", "not met", "not run", "not met"]
     sst = beats.loc["sst beats ssgrl"]
@@ -138,28 +139,28 @@ def test_claims_verdicts_on_known_differences():
 
 def test_claims_keep_every_row_without_runs():
     base = hand_made()
-    c = R.claims(base[base.label == "ssgrl"])  # nothing but the baseline, and no co-occurrence experiment
+    c = TB.claims(base[base.label == "ssgrl"])  # nothing but the baseline, and no co-occurrence experiment
     assert c.verdict.eq("not run").all() and c.note.str.len().gt(0).all()
     assert c.set_index("claim").loc["IST's gain over ssgrl grows with co-occurrence", "note"] == "no co-occurrence runs given"
 
 
 def test_claims_refuse_bad_input():
     df = hand_made()
-    with pytest.raises(ValueError, match="unknown metric 'mAP'"): R.claims(df, metric="mAP")
-    with pytest.raises(ValueError, match="claims takes the runs of one dataset"): R.claims(pd.concat([df, df.assign(dataset="voc2007")]))
-    with pytest.raises(ValueError, match="2 runs for"): R.claims(pd.concat([df, df.iloc[:1].assign(run_dir="elsewhere")]))
-    with pytest.raises(ValueError, match="map is NaN in runs/sst/p0.1-s1"): R.claims(df.assign(map=np.where(df.run_dir == "runs/sst/p0.1-s1", np.nan, df["map"])))
-    with pytest.raises(ValueError, match="runs without a co-occurrence strength"): R.claims(df, hand_made_cooc().assign(cooc=np.nan))
+    with pytest.raises(ValueError, match="unknown metric 'mAP'"): TB.claims(df, metric="mAP")
+    with pytest.raises(ValueError, match="claims takes the runs of one dataset"): TB.claims(pd.concat([df, df.assign(dataset="voc2007")]))
+    with pytest.raises(ValueError, match="2 runs for"): TB.claims(pd.concat([df, df.iloc[:1].assign(run_dir="elsewhere")]))
+    with pytest.raises(ValueError, match="map is NaN in runs/sst/p0.1-s1"): TB.claims(df.assign(map=np.where(df.run_dir == "runs/sst/p0.1-s1", np.nan, df["map"])))
+    with pytest.raises(ValueError, match="runs without a co-occurrence strength"): TB.claims(df, hand_made_cooc().assign(cooc=np.nan))
 
 
 def test_claims_table_formats_and_writes(tmp_path):
-    c = R.claims(hand_made(), hand_made_cooc())
-    shown = R.claims_table(c).set_index("claim")
+    c = TB.claims(hand_made(), hand_made_cooc())
+    shown = TB.claims_table(c).set_index("claim")
     assert shown.loc["sst beats ssgrl", ["mean", "std", "n"]].tolist() == ["+3.0", "0.5", "3"]
     assert shown.loc["dsrb beats ssgrl", ["mean", "std", "n"]].tolist() == ["–", "–", "0"]
-    caption = R.claims_caption(hand_made(), hand_made_cooc())
+    caption = TB.claims_caption(hand_made(), hand_made_cooc())
     assert "holds if mean > 0 and mean > 2 std" in caption and "by ≥ 2 points" in caption and "fashionscenes-cooc0" in caption
-    md = R.save_table(R.claims_table(c), "claims", tmp_path, csv=c, caption=caption)[0].read_text()
+    md = TB.save_table(TB.claims_table(c), "claims", tmp_path, csv=c, caption=caption)[0].read_text()
     assert md.startswith(caption + "\n\n| claim | difference |")
 
 
@@ -168,7 +169,7 @@ def runs_at_10(label: str) -> list[Path]:
 
 
 def test_pseudo_label_figure_averages_seeds_from_the_fixture():
-    fig = R.plot_pseudo_labels(runs_at_10("sst") + runs_at_10("hst") + runs_at_10("clsl"))
+    fig = FG.plot_pseudo_labels(runs_at_10("sst") + runs_at_10("hst") + runs_at_10("clsl"))
     lines = fig.axes[0].lines
     assert [l.get_label() for l in lines] == ["sst: CST (n=3)", "sst: IST (n=3)", "hst: CST (n=3)", "hst: IST (n=3)", "clsl: RECOVERED (n=3)"]
     assert len({(l.get_marker(), str(l.get_color())) for l in lines}) == len({l.get_marker() for l in lines}) == 5
@@ -177,16 +178,19 @@ def test_pseudo_label_figure_averages_seeds_from_the_fixture():
 
 
 def test_blending_figure_names_missing_columns_and_draws_present_ones(tmp_path):
-    fig = R.plot_blending(runs_at_10("sarb") + runs_at_10("dsrb"))
-    assert [len(ax.lines) for ax in fig.axes] == [0, 2, 2]
-    assert "blend_<kind>_entries" in fig.axes[0].texts[0].get_text()
+    fig = FG.plot_blending(runs_at_10("sarb") + runs_at_10("dsrb"))
+    assert [len(ax.lines) for ax in fig.axes] == [4, 2, 2]  # the fixture's runs log their blended entries
+    old = tmp_path / "old"; shutil.copytree(runs_at_10("sarb")[0], old)  # a run from before the counts were logged
+    h = pd.read_csv(old / "history.csv"); h.drop(columns=[c for c in h if "blend_" in c]).to_csv(old / "history.csv", index=False)
+    assert "blend_<kind>_entries" in FG.plot_blending([old]).axes[0].texts[0].get_text()
+    tmp_path = tmp_path / "new"; tmp_path.mkdir()
     params = json.loads((DIGITS / "dsrb" / "p0.1-s0" / "params.json").read_text())
     for s in (0, 1, 2):
         d = tmp_path / f"s{s}"; d.mkdir()
         (d / "params.json").write_text(json.dumps({**params, "seed": s}))
         pd.DataFrame(dict(epoch=[0, 1], blend_iprb_entries=[0, 30 + s], train_blend_pprb_entries=[0.0, 4.0], train_alpha=[0.5, 0.4],
                           train_beta=[0.5, 0.6])).to_csv(d / "history.csv", index=False)
-    fig = R.plot_blending(sorted(tmp_path.iterdir()))
+    fig = FG.plot_blending(sorted(tmp_path.iterdir()))
     assert sorted(l.get_label() for l in fig.axes[0].lines) == ["dsrb: IPRB entries (n=3)", "dsrb: PPRB entries per step (n=3)"]
     assert [len(ax.texts) for ax in fig.axes] == [0, 0, 0]
     mean = fig.axes[0].lines[0].get_ydata()
@@ -195,28 +199,28 @@ def test_blending_figure_names_missing_columns_and_draws_present_ones(tmp_path):
 
 def test_attention_figure_draws_boxes_and_the_share(tmp_path):
     run = DIGITS / "hst" / "p0.1-s0"
-    share = R.attention_share(run, ANNOTATIONS)
-    fig = R.plot_attention(run, annotations=ANNOTATIONS)
-    assert R.share_text(share) in fig.get_suptitle().replace("\n", " ")
+    share = FG.attention_share(run, ANNOTATIONS)
+    fig = FG.plot_attention(run, annotations=ANNOTATIONS)
+    assert FG.share_text(share) in fig.get_suptitle().replace("\n", " ")
     assert sum(len(ax.patches) for ax in fig.axes) > 0
-    with pytest.raises(ValueError, match="relative to a working directory it does not record; pass annotations="): R.plot_attention(run)
+    with pytest.raises(ValueError, match="relative to a working directory it does not record; pass annotations="): FG.plot_attention(run)
     # a file whose garments are not the run's test labels (another split's, say): refused by name, not drawn
     other = json.loads(ANNOTATIONS.read_text()); other["annotations"] = [a for a in other["annotations"] if a["image_id"] != other["images"][0]["id"]]
     (tmp_path / "other.json").write_text(json.dumps(other))
-    with pytest.raises(ValueError, match="are not its labels"): R.attention_share(run, tmp_path / "other.json")
+    with pytest.raises(ValueError, match="are not its labels"): FG.attention_share(run, tmp_path / "other.json")
     (tmp_path / "bad.json").write_text(json.dumps({"images": []}))
-    with pytest.raises(ValueError, match="bad.json is not a COCO instances file"): R.attention_share(run, tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="bad.json is not a COCO instances file"): FG.attention_share(run, tmp_path / "bad.json")
     clsl = DIGITS / "clsl" / "p0.1-s0"  # CLSL leaves per-pixel class assignment instead of attention
-    assert R.plot_attention(clsl, annotations=ANNOTATIONS).get_suptitle().startswith("Class assignment")
+    assert FG.plot_attention(clsl, annotations=ANNOTATIONS).get_suptitle().startswith("Class assignment")
 
 
 def test_map_and_cooc_figures_differ_by_marker():
-    runs = R.collect(FIXTURE)
+    runs = TB.collect(FIXTURE)
     main = runs[(runs.dataset == "fashionscenes_digits") & (runs.label == runs.method)]
-    fig = R.plot_map_vs_known(main)
+    fig = FG.plot_map_vs_known(main)
     assert len({c.lines[0].get_marker() for c in fig.axes[0].containers}) == main.label.nunique()
-    gain = R.cooc_gain(runs[runs.dataset == "fashionscenes"])
-    fig = R.plot_cooc_gain(gain)
+    gain = TB.cooc_gain(runs[runs.dataset == "fashionscenes"])
+    fig = FG.plot_cooc_gain(gain)
     assert [c.lines[0].get_marker() for c in fig.axes[1].containers] == ["o", "^"]
     assert "seeds: 10%: 2 seeds (0, 1)" in fig.get_suptitle().replace("\n", " ")
 

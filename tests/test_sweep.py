@@ -1,7 +1,6 @@
 """The sweep runner from the command line: a stop by Ctrl-C (also in the background) or SIGTERM, the exit statuses, the console script.
 
-The runs are `tests/toy_run.ipynb` (seconds each); `nbs/20_sweep.ipynb` runs the experiment notebook itself."""
-import configparser
+The runs are `tests/toy_run.ipynb` (seconds each); `nbs/20b_sweep.ipynb` runs the experiment notebook itself."""
 import json
 import os
 import signal
@@ -76,6 +75,7 @@ def test_exit_statuses(tmp_path):
     assert r.returncode == 2 and "not allowed with" in r.stderr, r.stderr
 
 
-def test_console_script_is_declared():
-    cfg = configparser.ConfigParser(delimiters=["="]); cfg.read(root / "settings.ini")
-    assert cfg["DEFAULT"]["console_scripts"].split() == ["mlrpl=mlrpl.sweep:main"]
+def test_the_installed_console_script_runs_the_sweep_command():
+    script = Path(sys.executable).parent / "mlrpl"  # installed with the package (`make venv`)
+    r = subprocess.run([script, "sweep", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: mlrpl sweep" in r.stdout and "--jobs-file" in r.stdout, r.stdout + r.stderr
