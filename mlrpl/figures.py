@@ -239,13 +239,15 @@ def attention_share(run_dir, # a finished run
     if over == "test":
         _need(a, f"feature_{kind}", run_dir, "the maps of the kept test positives, which runs leave since analysis.npz keeps them (over='samples' reads the sample images')")
         images, classes, maps, positives = a["feature_image"], a["feature_class"], a[f"feature_{kind}"], int(a["test_positives"])
+        boxes = garment_boxes(run_dir, annotations, images)
     elif over == "samples":
-        garment_boxes(run_dir, annotations)  # the sample images' garments checked against their labels
         s, c = np.nonzero(a["sample_labels"] > 0)
         images, classes, maps, positives = a["sample_index"][s], c, a[kind][s, c], None
+        gb = garment_boxes(run_dir, annotations)  # the sample images' garments, checked against their labels
+        boxes = [gb[r] for r in s]
     else: raise ValueError(f"over must be 'test' or 'samples', got {over!r}")
     names, rows = [str(n) for n in a["class_names"]], []
-    for i, c, m, g in zip(images, classes, maps.astype(np.float64), garment_boxes(run_dir, annotations, images)):
+    for i, c, m, g in zip(images, classes, maps.astype(np.float64), boxes):
         if c not in g["boxes"]: raise ValueError(f"test image {i} has no box of {names[c]}, a class in it: the garments are not its labels (is the annotations file the test split's?)")
         cover = _cover(g["boxes"][c], g["size"], *m.shape)  # (h, w)
         rows.append({"image": int(i), "class": names[c], "share": float((m*cover).sum()/m.sum()), "uniform": float(cover.mean())})
