@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 from torchvision import transforms as T
 
@@ -40,7 +41,7 @@ def meta_shape(module:nn.Module, input_size:int) -> tuple[int, ...]:
     meta = {k: torch.empty_like(v, device="meta") for k, v in module.state_dict(keep_vars=True).items()}
     return tuple(functional_call(module, meta, (torch.empty(2, 3, input_size, input_size, device="meta"),)).shape[1:])
 
-# %% ../nbs/05_backbones.ipynb #5a9ea288
+# %% ../nbs/05_backbones.ipynb #016c76f0
 class FeatureExtractor(nn.Module):
     "A frozen trunk (always in eval mode, cacheable) and a trained head; `forward` gives a (B, out_dim, H, W) map."
     def __init__(self,
@@ -73,40 +74,48 @@ class FeatureExtractor(nn.Module):
         self.trunk.train(mode and self.train_trunk)  # frozen: ImageNet BatchNorm statistics, never updated
         return self
 
-    def unfreeze_trunk(self, flag:bool=True) -> "FeatureExtractor":
-        "Train the trunk too (CLSL fine-tunes the whole ResNet); such a backbone cannot read a feature cache."
-        self.train_trunk = flag
-        self.trunk.requires_grad_(flag)
-        return self.train(self.training)
+# %% ../nbs/05_backbones.ipynb #c60643bb
+@patch
+def forward(self:FeatureExtractor, x:torch.Tensor, # (B, 3, H, W) images, or (B, trunk_channels, h, w) trunk features if `cached`
+           ) -> torch.Tensor: # (B, out_dim, h', w')
+    if x.ndim != 4: raise ValueError(f"{self.name} expects a 4-D (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if self.cached:
+        if self.train_trunk: raise ValueError(f"{self.name} trains its trunk (unfreeze_trunk), so it cannot read cached trunk features")
+        if x.shape[1] != self.trunk_channels:
+            raise ValueError(f"{self.name}.cached is True, so forward() expects trunk features with "
+                             f"{self.trunk_channels} channels (cut at {self.trunk_cut}), got shape {tuple(x.shape)}")
+        return self.head(x)
+    if x.shape[1] != 3:
+        raise ValueError(f"{self.name} expects (B, 3, H, W) images, got shape {tuple(x.shape)}"
+                         f"{'; set .cached = True to feed cached trunk features' if x.shape[1] == self.trunk_channels else ''}")
+    return self.head(self.trunk(x))  # (B, 3, H, W) → (B, trunk_channels, h, w) → (B, out_dim, h', w')
 
-    def forward(self, x:torch.Tensor, # (B, 3, H, W) images, or (B, trunk_channels, h, w) trunk features if `cached`
-               ) -> torch.Tensor: # (B, out_dim, h', w')
-        if x.ndim != 4: raise ValueError(f"{self.name} expects a 4-D (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        if self.cached:
-            if self.train_trunk: raise ValueError(f"{self.name} trains its trunk (unfreeze_trunk), so it cannot read cached trunk features")
-            if x.shape[1] != self.trunk_channels:
-                raise ValueError(f"{self.name}.cached is True, so forward() expects trunk features with "
-                                 f"{self.trunk_channels} channels (cut at {self.trunk_cut}), got shape {tuple(x.shape)}")
-            return self.head(x)
-        if x.shape[1] != 3:
-            raise ValueError(f"{self.name} expects (B, 3, H, W) images, got shape {tuple(x.shape)}"
-                             f"{'; set .cached = True to feed cached trunk features' if x.shape[1] == self.trunk_channels else ''}")
-        return self.head(self.trunk(x))  # (B, 3, H, W) → (B, trunk_channels, h, w) → (B, out_dim, h', w')
+# %% ../nbs/05_backbones.ipynb #124bd7b8
+@patch
+def unfreeze_trunk(self:FeatureExtractor, flag:bool=True) -> "FeatureExtractor":
+    "Train the trunk too (CLSL fine-tunes the whole ResNet); such a backbone cannot read a feature cache."
+    self.train_trunk = flag
+    self.trunk.requires_grad_(flag)
+    return self.train(self.training)
 
-    def trunk_shape(self, input_size:int|None=None, # image side (default: self.input_size)
-                   ) -> tuple[int, int, int]: # (trunk_channels, h, w)
-        "The shape of one image's trunk output, found without computing it (meta tensors)."
-        return meta_shape(self.trunk, input_size or self.input_size)
+# %% ../nbs/05_backbones.ipynb #0709b497
+@patch
+def trunk_shape(self:FeatureExtractor, input_size:int|None=None, # image side (default: self.input_size)
+               ) -> tuple[int, int, int]: # (trunk_channels, h, w)
+    "The shape of one image's trunk output, found without computing it (meta tensors)."
+    return meta_shape(self.trunk, input_size or self.input_size)
 
-    def map_size(self, input_size:int|None=None) -> int:
-        "Side of the output map (after the head) for `input_size`² images, cached or not (meta tensors)."
-        was, self.cached = self.cached, False
-        try: return meta_shape(self, input_size or self.input_size)[-1]
-        finally: self.cached = was
+@patch
+def map_size(self:FeatureExtractor, input_size:int|None=None) -> int:
+    "Side of the output map (after the head) for `input_size`² images, cached or not (meta tensors)."
+    was, self.cached = self.cached, False
+    try: return meta_shape(self, input_size or self.input_size)[-1]
+    finally: self.cached = was
 
-    def extra_repr(self) -> str:
-        return (f"name={self.name!r}, trunk_cut={self.trunk_cut!r}, trunk_channels={self.trunk_channels}, "
-                f"out_dim={self.out_dim}, input_size={self.input_size}, cached={self.cached}")
+@patch
+def extra_repr(self:FeatureExtractor) -> str:
+    return (f"name={self.name!r}, trunk_cut={self.trunk_cut!r}, trunk_channels={self.trunk_channels}, "
+            f"out_dim={self.out_dim}, input_size={self.input_size}, cached={self.cached}")
 
 # %% ../nbs/05_backbones.ipynb #3f1f4601
 def read_state_dict(path, # a file written by torch.save(model.state_dict())

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from fastcore.basics import patch
 import torch.nn.functional as F
 from torch import nn
 
@@ -112,7 +113,7 @@ class AttentionPool2d(nn.Module):
 
     def extra_repr(self) -> str: return f"grid={self.grid}, num_heads={self.num_heads}, dense={self.dense}"
 
-# %% ../nbs/05b_clip.ipynb #26192c36
+# %% ../nbs/05b_clip.ipynb #e9b9aef6
 class ModifiedResNet(nn.Module):
     "CLIP's ResNet image encoder: a 3-conv stem with average pooling, anti-aliased bottlenecks, an attention pool."
     STEM = ("conv1", "bn1", "act1", "conv2", "bn2", "act2", "conv3", "bn3", "act3", "avgpool")
@@ -143,25 +144,30 @@ class ModifiedResNet(nn.Module):
         self.attnpool = AttentionPool2d(input_size//32, c, heads or c//64, output_dim, dense)
         self.init_clip()
 
-    @torch.no_grad()
-    def init_clip(self):
-        "CLIP's random initialisation: attention projections N(0, 1/√C); each block's last BatchNorm scale 0."
-        for p in (self.attnpool.q_proj, self.attnpool.k_proj, self.attnpool.v_proj, self.attnpool.c_proj):
-            nn.init.normal_(p.weight, std=self.embed_dim**-0.5)
-        for n, p in self.named_parameters():
-            if n.startswith("layer") and n.endswith("bn3.weight"): nn.init.zeros_(p)
+# %% ../nbs/05b_clip.ipynb #cbabdbd1
+@patch
+@torch.no_grad()
+def init_clip(self:ModifiedResNet):
+    "CLIP's random initialisation: attention projections N(0, 1/√C); each block's last BatchNorm scale 0."
+    for p in (self.attnpool.q_proj, self.attnpool.k_proj, self.attnpool.v_proj, self.attnpool.c_proj):
+        nn.init.normal_(p.weight, std=self.embed_dim**-0.5)
+    for n, p in self.named_parameters():
+        if n.startswith("layer") and n.endswith("bn3.weight"): nn.init.zeros_(p)
 
-    def stem(self, x:torch.Tensor) -> torch.Tensor: # (B, 3, S, S) → (B, width, S/4, S/4)
-        for n in self.STEM: x = getattr(self, n)(x)
-        return x
+@patch
+def stem(self:ModifiedResNet, x:torch.Tensor) -> torch.Tensor: # (B, 3, S, S) → (B, width, S/4, S/4)
+    for n in self.STEM: x = getattr(self, n)(x)
+    return x
 
-    def forward(self, x:torch.Tensor, # (B, 3, S, S) normalised images
-               ) -> torch.Tensor: # (B, D) embeddings, or (B, D, S/32, S/32) tokens if dense
-        x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, 16·width, S/16, S/16)
-        return self.attnpool(self.layer4(x))  # layer4: (B, 32·width, S/32, S/32)
+@patch
+def forward(self:ModifiedResNet, x:torch.Tensor, # (B, 3, S, S) normalised images
+           ) -> torch.Tensor: # (B, D) embeddings, or (B, D, S/32, S/32) tokens if dense
+    x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, 16·width, S/16, S/16)
+    return self.attnpool(self.layer4(x))  # layer4: (B, 32·width, S/32, S/32)
 
-    def extra_repr(self) -> str:
-        return f"layers={self.layers}, width={self.width}, output_dim={self.output_dim}, input_size={self.input_size}"
+@patch
+def extra_repr(self:ModifiedResNet) -> str:
+    return f"layers={self.layers}, width={self.width}, output_dim={self.output_dim}, input_size={self.input_size}"
 
 # %% ../nbs/05b_clip.ipynb #89645c0c
 RN101_URL = ("https://openaipublic.azureedge.net/clip/models/"

@@ -5,21 +5,19 @@
 # %% ../nbs/19_clsl.ipynb #a47c5018
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .clsl_features import SRFL, TokenEncoder
 from .clsl_sgfe import SGFE
-from .data import AUGMENTATIONS
 from .methods import METHODS, Method, StepContext, _backbone, _fields
 
 # %% auto #0
-__all__ = ['clsl_asl', 'recover_labels', 'CLSLConfig', 'CLSL', 'CutoutPIL', 'clsl_transforms', 'official_state_dict']
+__all__ = ['clsl_asl', 'recover_labels', 'CLSLConfig', 'CLSL']
 
 # %% ../nbs/19_clsl.ipynb #a172fbd5
 def clsl_asl(logits:torch.Tensor, # (B, C)
@@ -77,7 +75,7 @@ class CLSLConfig:
     clip:float = 0.0  # ASL probability shift (official: 0)
     loss_scale:float = 1000.0  # the released loss is ×1000
 
-# %% ../nbs/19_clsl.ipynb #e6da17ed
+# %% ../nbs/19_clsl.ipynb #bfee9267
 @METHODS.register("clsl")
 class CLSL(Method):
     "CLSL: encoder → SRFL → SGFE (refined branch, evaluated) + a global branch trained on recovered labels."
@@ -106,73 +104,36 @@ class CLSL(Method):
         self.sgfe = SGFE(c.img_dim, class_dim, c.num_classes, c.att_dim, c.mlp_dropout)
         self.global_head = nn.Conv1d(c.img_dim, c.num_classes, 1) if c.use_recovery else None
 
-    def forward(self, x:torch.Tensor) -> dict:
-        fmap = self.features(x)  # (B, D, H, W)
-        b, _, h, w = fmap.shape
-        tok = self.encoder(fmap)  # (B, P, D)
-        v = self.srfl(self.words, tok) if self.srfl is not None else self.words.expand(b, *self.words.shape)  # (B, C, Dv)
-        out = self.sgfe(tok, v)  # logits (B, C), pixel_logits (B, P, C), assignment (B, P, C)
-        out["assignment"] = out["assignment"].transpose(1, 2).reshape(b, -1, h, w)  # (B, C, H, W), sums to 1 over C
-        if self.global_head is not None:
-            out["global_logits"] = self.global_head(tok.transpose(1, 2)).amax(-1)  # (B, C): s0_c = max_p
-        return out
-
-    def analysis_maps(self, out): return dict(assignment=out["assignment"])  # (B, C, H, W)
-
-    def loss(self, out:dict, target:torch.Tensor, ctx:StepContext):
-        c = self.cfg
-        asl = dict(gamma_neg=c.gamma_neg, gamma_pos=c.gamma_pos, clip=c.clip, scale=c.loss_scale)
-        known = target != 0
-        refined = clsl_asl(out["logits"], (target > 0).float(), known, **asl)
-        logs, pseudo = dict(loss_refined=refined.detach()), {}
-        total = refined
-        if self.global_head is not None:
-            y_hat = recover_labels(out["logits"], target)
-            glob = clsl_asl(out["global_logits"], y_hat, **asl)
-            total = total + c.recovery_weight*glob
-            logs["loss_global"] = glob.detach()
-            pseudo["recovered"] = (y_hat > 0.5) & ~known  # recovered positives, for the precision/recall log
-        logs["loss"] = total.detach()
-        return total, logs, pseudo
-
-# %% ../nbs/19_clsl.ipynb #aa92ae68
-class CutoutPIL:
-    "Paint a random-colour rectangle of `factor` × the image side, centred at a random point (clipped at the borders)."
-    def __init__(self, factor:float=0.5): self.factor = factor
-    def __call__(self, img):
-        from PIL import ImageDraw
-        img = img.copy()
-        w, h = img.size
-        cw, ch = int(self.factor*w + 0.5), int(self.factor*h + 0.5)
-        cx, cy = int(torch.randint(w, ())), int(torch.randint(h, ()))
-        box = [max(cx - cw//2, 0), max(cy - ch//2, 0), min(cx + cw//2, w), min(cy + ch//2, h)]
-        ImageDraw.Draw(img).rectangle(box, fill=tuple(int(v) for v in torch.randint(256, (3,))))
-        return img
-    def __repr__(self): return f"CutoutPIL(factor={self.factor})"
-
-# %% ../nbs/19_clsl.ipynb #d0abe68e
-@AUGMENTATIONS.register("clsl")  # recipe clsl, or augment="clsl"
-def clsl_transforms(size:int=448, # the square input side
-                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), # normalisation
-                   ):
-    "CLSL's (train, test) transforms: resize², flip, cutout, RandAugment / resize²."
-    from torchvision import transforms as T
-    norm = [T.ToTensor(), T.Normalize(mean, std)]
-    train = T.Compose([T.Resize((size, size)), T.RandomHorizontalFlip(), CutoutPIL(0.5), T.RandAugment(), *norm])
-    return train, T.Compose([T.Resize((size, size)), *norm])
-
-# %% ../nbs/19_clsl.ipynb #79d89755
-_OFFICIAL_PREFIXES = (("attention2.", "sgfe.attention."), ("fc2.", "sgfe.mlp."), ("ttd.", "srfl.mlp."),
-                      ("fc0.", "global_head."), ("encoder.", "encoder."), ("backbone.", "backbone.resnet."))
-
-def official_state_dict(state_dict:dict, # a released CLSL state dict (SARLP and its ablation models)
-                 ) -> dict:
-    "The same weights under this CLSL's keys."
-    out = {}
-    for k, v in state_dict.items():
-        k = k[len("module."):] if k.startswith("module.") else k
-        if k in ("position_embedding.pe", "embeddings"): continue  # rebuilt / given as word_embeddings
-        for a, b in _OFFICIAL_PREFIXES:
-            if k.startswith(a): out[b + k[len(a):]] = v; break
-        else: raise KeyError(f"released CLSL state dict: no counterpart for key {k!r}")
+# %% ../nbs/19_clsl.ipynb #f7d27c7b
+@patch
+def forward(self:CLSL, x:torch.Tensor) -> dict:
+    fmap = self.features(x)  # (B, D, H, W)
+    b, _, h, w = fmap.shape
+    tok = self.encoder(fmap)  # (B, P, D)
+    v = self.srfl(self.words, tok) if self.srfl is not None else self.words.expand(b, *self.words.shape)  # (B, C, Dv)
+    out = self.sgfe(tok, v)  # logits (B, C), pixel_logits (B, P, C), assignment (B, P, C)
+    out["assignment"] = out["assignment"].transpose(1, 2).reshape(b, -1, h, w)  # (B, C, H, W), sums to 1 over C
+    if self.global_head is not None:
+        out["global_logits"] = self.global_head(tok.transpose(1, 2)).amax(-1)  # (B, C): s0_c = max_p
     return out
+
+@patch
+def analysis_maps(self:CLSL, out): return dict(assignment=out["assignment"])  # (B, C, H, W)
+
+# %% ../nbs/19_clsl.ipynb #42828db1
+@patch
+def loss(self:CLSL, out:dict, target:torch.Tensor, ctx:StepContext):
+    c = self.cfg
+    asl = dict(gamma_neg=c.gamma_neg, gamma_pos=c.gamma_pos, clip=c.clip, scale=c.loss_scale)
+    known = target != 0
+    refined = clsl_asl(out["logits"], (target > 0).float(), known, **asl)
+    logs, pseudo = dict(loss_refined=refined.detach()), {}
+    total = refined
+    if self.global_head is not None:
+        y_hat = recover_labels(out["logits"], target)
+        glob = clsl_asl(out["global_logits"], y_hat, **asl)
+        total = total + c.recovery_weight*glob
+        logs["loss_global"] = glob.detach()
+        pseudo["recovered"] = (y_hat > 0.5) & ~known  # recovered positives, for the precision/recall log
+    logs["loss"] = total.detach()
+    return total, logs, pseudo

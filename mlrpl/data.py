@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -72,7 +73,7 @@ def load_rgb(path:Path, # an image file
                          "of unknown range), which has no faithful 8-bit RGB conversion; save it with 8- or 16-bit samples")
     return im.convert("RGB")
 
-# %% ../nbs/02_data.ipynb #e6ac0264
+# %% ../nbs/02_data.ipynb #28762521
 class MultiLabelDataset(Dataset):
     "Images + full labels + class names; items are (index, image, partial_target, full_target)."
     generator = None  # the parameters a generated dataset was made with (FashionScenes sets them), recorded by runs
@@ -106,44 +107,53 @@ class MultiLabelDataset(Dataset):
                              f"{self.partial.size:,} entries known, none positive), so every method would train on nothing; "
                              "raise known_prop or check the mask")
 
-    def _check_positives(self):
-        where = self.source or "its annotations"
-        if not len(self.images): raise ValueError(f"{self.name}: {where} lists no image")
-        if not (self.labels == POS).any():
-            raise ValueError(f"{self.name}: the labels read from {where} hold no positive at all ({len(self.images):,} images, "
-                             f"{self.num_classes} classes): there is nothing to learn or to score")
-
-    def _mask_names(self) -> list[str]:
-        "The dataset names a mask file's record may give: registered or own, with or without the split."
-        base, _, split = self.name.partition("/")
-        reg = _BUILDING.get()
-        return ([f"{reg}/{split}" if split else reg, reg] if reg else []) + [self.name, base]
-
     def __len__(self): return len(self.images)
     @property
     def num_classes(self) -> int: return len(self.class_names)
 
-    def load(self, i:int) -> Image.Image:
-        "The untransformed image of row `i`."
-        p = self.images[i]
-        if not p.is_file():
-            raise FileNotFoundError(f"{self.name}: image {p} is missing (listed in {self.source or 'the annotations'})")
-        return load_rgb(p, self.source or "the annotations")
+# %% ../nbs/02_data.ipynb #ed5b34af
+@patch
+def _check_positives(self:MultiLabelDataset):
+    where = self.source or "its annotations"
+    if not len(self.images): raise ValueError(f"{self.name}: {where} lists no image")
+    if not (self.labels == POS).any():
+        raise ValueError(f"{self.name}: the labels read from {where} hold no positive at all ({len(self.images):,} images, "
+                         f"{self.num_classes} classes): there is nothing to learn or to score")
 
-    def __getitem__(self, i:int):
-        img = self.load(i)
-        if self.transform is not None: img = self.transform(img)
-        return (i, img, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
+@patch
+def _mask_names(self:MultiLabelDataset) -> list[str]:
+    "The dataset names a mask file's record may give: registered or own, with or without the split."
+    base, _, split = self.name.partition("/")
+    reg = _BUILDING.get()
+    return ([f"{reg}/{split}" if split else reg, reg] if reg else []) + [self.name, base]
 
-    def missing_images(self) -> list[Path]:
-        "Every listed image file that does not exist (checks the disk once per file)."
-        return [p for p in self.images if not p.is_file()]
+# %% ../nbs/02_data.ipynb #a343f8c4
+@patch
+def load(self:MultiLabelDataset, i:int) -> Image.Image:
+    "The untransformed image of row `i`."
+    p = self.images[i]
+    if not p.is_file():
+        raise FileNotFoundError(f"{self.name}: image {p} is missing (listed in {self.source or 'the annotations'})")
+    return load_rgb(p, self.source or "the annotations")
 
-    def __repr__(self):
-        known = (self.partial != 0).mean()
-        unseen = int((~(self.partial == POS).any(0)).sum())
-        return (f"{type(self).__name__}({self.name!r}: {len(self)} images, {self.num_classes} classes, "
-                f"{known:.1%} of label entries known" + (f", {unseen} classes without a known positive" if unseen else "") + ")")
+@patch
+def __getitem__(self:MultiLabelDataset, i:int):
+    img = self.load(i)
+    if self.transform is not None: img = self.transform(img)
+    return (i, img, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
+
+# %% ../nbs/02_data.ipynb #13542cb7
+@patch
+def missing_images(self:MultiLabelDataset) -> list[Path]:
+    "Every listed image file that does not exist (checks the disk once per file)."
+    return [p for p in self.images if not p.is_file()]
+
+@patch
+def __repr__(self:MultiLabelDataset):
+    known = (self.partial != 0).mean()
+    unseen = int((~(self.partial == POS).any(0)).sum())
+    return (f"{type(self).__name__}({self.name!r}: {len(self)} images, {self.num_classes} classes, "
+            f"{known:.1%} of label entries known" + (f", {unseen} classes without a known positive" if unseen else "") + ")")
 
 # %% ../nbs/02_data.ipynb #7ec73b79
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -168,7 +178,7 @@ def official_transforms(scale_size:int=512, # side after the first resize (train
     return train, test
 
 # %% ../nbs/02_data.ipynb #c7a3e7b4
-AUGMENTATIONS = Registry("augmentation")  # name → (input_size, mean, std) → (train, test) transforms; CLSL's registers in mlrpl.clsl
+AUGMENTATIONS = Registry("augmentation")  # name → (input_size, mean, std) → (train, test) transforms; CLSL's registers in mlrpl.clsl_augment
 
 @AUGMENTATIONS.register("hcp")
 def hcp_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Callable, Callable]:

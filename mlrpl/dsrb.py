@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .ilrb import instance_blend
@@ -34,7 +35,7 @@ def peak_quadrant(attention:torch.Tensor, # (B, C, H, W) semantic-decoupling att
     "Quadrant of each class's peak of Σ_d a_c(p)·x_p, without building the weighted maps."
     return quadrant_of_peak(attention*fmap.sum(1, keepdim=True))
 
-# %% ../nbs/16_dsrb.ipynb #ba991fd4
+# %% ../nbs/16_dsrb.ipynb #3aca31fe
 class QuadrantPrototypes(nn.Module):
     "Running per-(class, quadrant) mean of attention-weighted maps of known positives."
     def __init__(self, num_classes:int, dim:int, size:int, # C, D, H (= W)
@@ -50,49 +51,56 @@ class QuadrantPrototypes(nn.Module):
     @torch.no_grad()
     def reset(self): self.sums.zero_(); self.counts.zero_()
 
-    @torch.no_grad()
-    def add(self, target:torch.Tensor, # (B, C) partial labels; only known positives are added
-            quadrant:torch.Tensor, # (B, C) peak quadrant of each class map
-            maps, # callable (b, c) index tensors → (n, H, W, D) weighted maps of those entries
-           ):
-        "Add a batch's known-positive maps (class-major, then batch order, as the official loops) up to the cap."
-        c, b = torch.nonzero((target == 1).T, as_tuple=True)  # class-major
-        if len(c) and maps(b[:1], c[:1]).shape[1:] != self.sums.shape[2:]:
-            raise ValueError(f"weighted maps are {tuple(maps(b[:1], c[:1]).shape[1:])} but the prototypes were built for "
-                             f"{tuple(self.sums.shape[2:])}: set map_size to the backbone's output side")
-        if not len(c): return
-        key = c*4 + quadrant[b, c]  # (n,)
-        order = torch.sort(key, stable=True).indices  # groups, each keeping class-major/batch order
-        ks = key[order]
-        rank = torch.empty_like(key)
-        rank[order] = torch.arange(len(ks), device=key.device) - torch.searchsorted(ks, ks)  # place within its group
-        keep = self.counts.view(-1)[key] + rank < self.max_maps
-        b, c, key = b[keep], c[keep], key[keep]
-        self.sums.view(-1, *self.sums.shape[2:]).index_add_(0, key, maps(b, c).to(self.sums.dtype))
-        self.counts.view(-1).index_add_(0, key, torch.ones_like(key))
+# %% ../nbs/16_dsrb.ipynb #1cb5dc72
+@patch
+@torch.no_grad()
+def add(self:QuadrantPrototypes, target:torch.Tensor, # (B, C) partial labels; only known positives are added
+        quadrant:torch.Tensor, # (B, C) peak quadrant of each class map
+        maps, # callable (b, c) index tensors → (n, H, W, D) weighted maps of those entries
+       ):
+    "Add a batch's known-positive maps (class-major, then batch order, as the official loops) up to the cap."
+    c, b = torch.nonzero((target == 1).T, as_tuple=True)  # class-major
+    if len(c) and maps(b[:1], c[:1]).shape[1:] != self.sums.shape[2:]:
+        raise ValueError(f"weighted maps are {tuple(maps(b[:1], c[:1]).shape[1:])} but the prototypes were built for "
+                         f"{tuple(self.sums.shape[2:])}: set map_size to the backbone's output side")
+    if not len(c): return
+    key = c*4 + quadrant[b, c]  # (n,)
+    order = torch.sort(key, stable=True).indices  # groups, each keeping class-major/batch order
+    ks = key[order]
+    rank = torch.empty_like(key)
+    rank[order] = torch.arange(len(ks), device=key.device) - torch.searchsorted(ks, ks)  # place within its group
+    keep = self.counts.view(-1)[key] + rank < self.max_maps
+    b, c, key = b[keep], c[keep], key[keep]
+    self.sums.view(-1, *self.sums.shape[2:]).index_add_(0, key, maps(b, c).to(self.sums.dtype))
+    self.counts.view(-1).index_add_(0, key, torch.ones_like(key))
 
-    def add_batch(self, fmap:torch.Tensor, # (B, D, H, W)
-                  attention:torch.Tensor, # (B, C, H, W)
-                  target:torch.Tensor, # (B, C)
-                 ):
-        "Add from a feature map and its attention: only the known positives' maps are ever built."
-        self.add(target, peak_quadrant(attention, fmap), lambda b, c: attention[b, c].unsqueeze(-1)*fmap[b].permute(0, 2, 3, 1))
+@patch
+def add_batch(self:QuadrantPrototypes, fmap:torch.Tensor, # (B, D, H, W)
+              attention:torch.Tensor, # (B, C, H, W)
+              target:torch.Tensor, # (B, C)
+             ):
+    "Add from a feature map and its attention: only the known positives' maps are ever built."
+    self.add(target, peak_quadrant(attention, fmap), lambda b, c: attention[b, c].unsqueeze(-1)*fmap[b].permute(0, 2, 3, 1))
 
-    @torch.no_grad()
-    def finish(self):
-        "Turn the sums into means; an empty quadrant takes its class's mean map over all its maps."
-        n = self.counts.to(self.sums.dtype)[..., None, None, None]  # (C, 4, 1, 1, 1)
-        means = self.sums / (n + 1 if self.official_zero_map else n.clamp(min=1))
-        class_mean = self.sums.sum(1, keepdim=True) / n.sum(1, keepdim=True).clamp(min=1)  # (C, 1, H, W, D)
-        self.maps.copy_(torch.where(n > 0, means, class_mean))
+# %% ../nbs/16_dsrb.ipynb #82fce2b1
+@patch
+@torch.no_grad()
+def finish(self:QuadrantPrototypes):
+    "Turn the sums into means; an empty quadrant takes its class's mean map over all its maps."
+    n = self.counts.to(self.sums.dtype)[..., None, None, None]  # (C, 4, 1, 1, 1)
+    means = self.sums / (n + 1 if self.official_zero_map else n.clamp(min=1))
+    class_mean = self.sums.sum(1, keepdim=True) / n.sum(1, keepdim=True).clamp(min=1)  # (C, 1, H, W, D)
+    self.maps.copy_(torch.where(n > 0, means, class_mean))
 
-    def has_class(self) -> torch.Tensor:
-        "(C,) classes with at least one map."
-        return self.counts.sum(1) > 0
+@patch
+def has_class(self:QuadrantPrototypes) -> torch.Tensor:
+    "(C,) classes with at least one map."
+    return self.counts.sum(1) > 0
 
-    def vectors(self) -> torch.Tensor:
-        "(C, 4, D) spatial sums of the prototype maps: what a blend adds to a class feature."
-        return self.maps.sum((2, 3))
+@patch
+def vectors(self:QuadrantPrototypes) -> torch.Tensor:
+    "(C, 4, D) spatial sums of the prototype maps: what a blend adds to a class feature."
+    return self.maps.sum((2, 3))
 
 # %% ../nbs/16_dsrb.ipynb #4a4b3bd6
 def quadrant_blend(features:torch.Tensor, # (B, C, D) class features (spatial sums of the weighted maps)
@@ -132,7 +140,7 @@ class DSRBConfig(BlendConfig):  # not SARBConfig: SARB's ILRB/PLRB/K-means optio
     official_quirk:bool = False  # top-k may blend known labels, as the released code
     map_size:int = 7  # H = W of the backbone map (7 at 448 px for ResNet-101, 224 px for EfficientNet-Lite0)
 
-# %% ../nbs/16_dsrb.ipynb #652424c0
+# %% ../nbs/16_dsrb.ipynb #88dc1c98
 @METHODS.register("dsrb")
 class DSRB(BlendingMethod):
     "DSRB: SARL + instance contrastive loss + IPRB + location-sensitive PPRB."
@@ -147,28 +155,33 @@ class DSRB(BlendingMethod):
         f, attn = self.head.decouple(fmap)
         return dict(logits=self.head.classify(f), features=f, attention=attn, fmap=fmap)
 
-    @torch.no_grad()
-    def compute_prototypes(self, batches):
-        "Quadrant prototypes from a pass over the training set."
-        self.quadrants.reset()
-        for out, target in batches:
-            self.quadrants.add_batch(out["fmap"], out["attention"], target)
-        self.quadrants.finish()
+# %% ../nbs/16_dsrb.ipynb #dd7601ae
+@patch
+@torch.no_grad()
+def compute_prototypes(self:DSRB, batches):
+    "Quadrant prototypes from a pass over the training set."
+    self.quadrants.reset()
+    for out, target in batches:
+        self.quadrants.add_batch(out["fmap"], out["attention"], target)
+    self.quadrants.finish()
 
-    def epoch_start(self, epoch, trainer):
-        if self.prototype_epoch(epoch): self.compute_prototypes(trainer.feature_pass(keys=("fmap", "attention")))
+@patch
+def epoch_start(self:DSRB, epoch, trainer):
+    if self.prototype_epoch(epoch): self.compute_prototypes(trainer.feature_pass(keys=("fmap", "attention")))
 
-    def loss(self, out, target, ctx):
-        c, f = self.cfg, out["features"]
-        logs = self.base_loss(out, target, ctx)
-        blended = {}
-        if ctx.epoch >= c.blend_start:
-            if c.use_iprb:
-                fm, tm, blended["iprb"] = instance_blend(f, target, self.alpha)  # = the map-level blend, summed
-                logs["iprb"] = c.iprb_weight*partial_bce(self.head.classify(fm), tm)
-            if c.use_pprb:
-                q = peak_quadrant(out["attention"].detach(), out["fmap"].detach())
-                fm, tm, blended["pprb"] = quadrant_blend(f, target, q, self.quadrants.vectors(), self.beta, c.top_k,
-                                           self.quadrants.has_class(), ctx.generator, c.official_quirk)
-                logs["pprb"] = c.pprb_weight*partial_bce(self.head.classify(fm), tm)
-        return self.finish(logs, blended)
+# %% ../nbs/16_dsrb.ipynb #006609e4
+@patch
+def loss(self:DSRB, out, target, ctx):
+    c, f = self.cfg, out["features"]
+    logs = self.base_loss(out, target, ctx)
+    blended = {}
+    if ctx.epoch >= c.blend_start:
+        if c.use_iprb:
+            fm, tm, blended["iprb"] = instance_blend(f, target, self.alpha)  # = the map-level blend, summed
+            logs["iprb"] = c.iprb_weight*partial_bce(self.head.classify(fm), tm)
+        if c.use_pprb:
+            q = peak_quadrant(out["attention"].detach(), out["fmap"].detach())
+            fm, tm, blended["pprb"] = quadrant_blend(f, target, q, self.quadrants.vectors(), self.beta, c.top_k,
+                                       self.quadrants.has_class(), ctx.generator, c.official_quirk)
+            logs["pprb"] = c.pprb_weight*partial_bce(self.head.classify(fm), tm)
+    return self.finish(logs, blended)

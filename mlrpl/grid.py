@@ -15,7 +15,6 @@ import math
 import os
 import re
 import shlex
-import tempfile
 import tokenize
 import zipfile
 import zlib

@@ -21,6 +21,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from fastcore.basics import patch
+from fastcore.xtras import modified_env
 
 from .core import ALLOCATOR_ENV, data_root, get_device, project_root, results_root, set_seed, write_atomic
 from .data import AUGMENTATIONS, DATASETS, get_dataset, label_graph
@@ -101,12 +103,13 @@ def check_options(method:str, # a registered method
                                "word_embeddings and map_size from the dataset and backbone; the others are run parameters): remove it from options")
     return {k: coerce(f"option {k} of method {method!r}", v, fields[k]) for k, v in options.items()}
 
-# %% ../nbs/11b_run.ipynb #135c8544
+# %% ../nbs/11b_run.ipynb #46411f52
 RECIPES = {  # the training recipes of the two code bases (lr and weight decay stay explicit RunConfig fields)
     "hcp": dict(optimizer="adam", scheduler="step", ema_decay=0.0, augment="hcp"),  # SST/HST/SARB/DSRB: lr 1e-5, wd 5e-4
     "clsl": dict(optimizer="adamw", scheduler="onecycle", ema_decay=0.9997, augment="clsl"),  # CLSL: lr 1e-4 (COCO 5e-5), wd 1e-4
 }
 
+# %% ../nbs/11b_run.ipynb #ff0eb0f3
 @dataclass
 class RunConfig:
     """One run, flat. The defaults are the main job's laptop schedule on the embedded benchmark (`grids/main.yaml`: about
@@ -152,57 +155,68 @@ class RunConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self): setattr(self, f.name, coerce(f.name, getattr(self, f.name), f.type))
 
-    def check(self):
-        "Fail with one clear message before any work."
-        if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}; available: {', '.join(DATASETS.available())}")
-        if self.method not in M.available(): raise ValueError(f"unknown method {self.method!r}; available: {', '.join(M.available())}")
-        if self.mask_scheme not in SCHEMES: raise ValueError(f"unknown mask_scheme {self.mask_scheme!r}; choose one of {', '.join(SCHEMES)}")
-        if self.mask_scheme != "single_positive" and not 0 < self.known_prop <= 1:
-            raise ValueError(f"known_prop must be in (0, 1], got {self.known_prop}")
-        if self.mask_scheme == "file": self._check_mask_file()
-        from mlrpl.backbones import BACKBONES
-        if self.backbone not in BACKBONES: raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES.available())}")
-        self.options = check_options(self.method, self.options)
-        if self.recipe != "auto" and self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; choose auto, {', '.join(RECIPES)}")
-        if self.augment and self.augment not in AUGMENTATIONS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTATIONS.available())}")
-        if self.train_trunk and self.use_cache: raise ValueError("train_trunk=True needs use_cache=False: a feature cache holds a frozen trunk's output")
-        if self.threads < 1: raise ValueError(f"threads must be >= 1, got {self.threads}")
-        TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
-        return self
+# %% ../nbs/11b_run.ipynb #55295f9f
+@patch
+def check(self:RunConfig):
+    "Fail with one clear message before any work."
+    if self.dataset not in DATASETS: raise ValueError(f"unknown dataset {self.dataset!r}; available: {', '.join(DATASETS.available())}")
+    if self.method not in M.available(): raise ValueError(f"unknown method {self.method!r}; available: {', '.join(M.available())}")
+    if self.mask_scheme not in SCHEMES: raise ValueError(f"unknown mask_scheme {self.mask_scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if self.mask_scheme != "single_positive" and not 0 < self.known_prop <= 1:
+        raise ValueError(f"known_prop must be in (0, 1], got {self.known_prop}")
+    if self.mask_scheme == "file": self._check_mask_file()
+    from mlrpl.backbones import BACKBONES
+    if self.backbone not in BACKBONES: raise ValueError(f"unknown backbone {self.backbone!r}; available: {', '.join(BACKBONES.available())}")
+    self.options = check_options(self.method, self.options)
+    if self.recipe != "auto" and self.recipe not in RECIPES: raise ValueError(f"unknown recipe {self.recipe!r}; choose auto, {', '.join(RECIPES)}")
+    if self.augment and self.augment not in AUGMENTATIONS: raise ValueError(f"unknown augment {self.augment!r}; choose one of {', '.join(AUGMENTATIONS.available())}")
+    if self.train_trunk and self.use_cache: raise ValueError("train_trunk=True needs use_cache=False: a feature cache holds a frozen trunk's output")
+    if self.threads < 1: raise ValueError(f"threads must be >= 1, got {self.threads}")
+    TrainConfig(**self._train_kw())  # checks epochs, amp, optimizer, ...
+    return self
 
-    def _check_mask_file(self):
-        "A mask file's recorded share must be the run's known_prop, which names the run's folder and its table row."
-        from mlrpl.masking import load_mask
-        if not self.mask_file: raise ValueError("mask_scheme='file' needs mask_file=<path of a save_mask file>")
-        _, meta = load_mask(self.mask_file)
-        made = meta.get("known_prop")
-        if made is not None and abs(float(made) - self.known_prop) > 1e-9:
-            raise ValueError(f"mask file {self.mask_file} was made with known_prop={made:g} (its record), but the run has "
-                             f"known_prop={self.known_prop:g}, under which it would be filed and reported; pass known_prop={made:g}")
+# %% ../nbs/11b_run.ipynb #f881db1d
+@patch
+def _check_mask_file(self:RunConfig):
+    "A mask file's recorded share must be the run's known_prop, which names the run's folder and its table row."
+    from mlrpl.masking import load_mask
+    if not self.mask_file: raise ValueError("mask_scheme='file' needs mask_file=<path of a save_mask file>")
+    _, meta = load_mask(self.mask_file)
+    made = meta.get("known_prop")
+    if made is not None and abs(float(made) - self.known_prop) > 1e-9:
+        raise ValueError(f"mask file {self.mask_file} was made with known_prop={made:g} (its record), but the run has "
+                         f"known_prop={self.known_prop:g}, under which it would be filed and reported; pass known_prop={made:g}")
 
-    def resolved(self) -> dict:
-        "optimizer, scheduler, ema_decay and augment after the recipe fills what was left to it."
-        r = dict(RECIPES[M.METHODS.lookup(self.method).recipe if self.recipe == "auto" else self.recipe])
-        for k in ("optimizer", "scheduler", "augment"):
-            if getattr(self, k): r[k] = getattr(self, k)
-        if self.ema_decay >= 0: r["ema_decay"] = self.ema_decay
-        return r
+# %% ../nbs/11b_run.ipynb #f5ce5312
+@patch
+def resolved(self:RunConfig) -> dict:
+    "optimizer, scheduler, ema_decay and augment after the recipe fills what was left to it."
+    r = dict(RECIPES[M.METHODS.lookup(self.method).recipe if self.recipe == "auto" else self.recipe])
+    for k in ("optimizer", "scheduler", "augment"):
+        if getattr(self, k): r[k] = getattr(self, k)
+    if self.ema_decay >= 0: r["ema_decay"] = self.ema_decay
+    return r
 
-    def _train_kw(self) -> dict:
-        "TrainConfig's values: every field the two configs share (one home: RunConfig), the recipe's where it decides."
-        shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(self)}
-        return {**{k: getattr(self, k) for k in shared}, **{k: v for k, v in self.resolved().items() if k in shared}}
+# %% ../nbs/11b_run.ipynb #0f43709b
+@patch
+def _train_kw(self:RunConfig) -> dict:
+    "TrainConfig's values: every field the two configs share (one home: RunConfig), the recipe's where it decides."
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(self)}
+    return {**{k: getattr(self, k) for k in shared}, **{k: v for k, v in self.resolved().items() if k in shared}}
 
-    def root(self) -> Path|None:
-        "The dataset folder: data_root as given if absolute, else under $MLRPL_DATA (None: the dataset's default)."
-        if not self.data_root: return None
-        p = Path(self.data_root).expanduser()
-        return p if p.is_absolute() else data_root()/p
+# %% ../nbs/11b_run.ipynb #d95940e2
+@patch
+def root(self:RunConfig) -> Path|None:
+    "The dataset folder: data_root as given if absolute, else under $MLRPL_DATA (None: the dataset's default)."
+    if not self.data_root: return None
+    p = Path(self.data_root).expanduser()
+    return p if p.is_absolute() else data_root()/p
 
-    def out_dir(self) -> Path:
-        "The run's results folder."
-        if self.results_dir: return Path(self.results_dir)
-        return results_root()/self.dataset/self.method/f"p{self.known_prop:g}-s{self.seed}"
+@patch
+def out_dir(self:RunConfig) -> Path:
+    "The run's results folder."
+    if self.results_dir: return Path(self.results_dir)
+    return results_root()/self.dataset/self.method/f"p{self.known_prop:g}-s{self.seed}"
 
 # %% ../nbs/11b_run.ipynb #b9bb0d1a
 NOTEBOOK_ONLY = {"resume": (True, "continue this configuration's run in the folder (an interrupted run), or return it when finished"),
@@ -394,7 +408,7 @@ def build_model(cfg:RunConfig, train, backbone):
         raise ValueError(f"method {cfg.method!r} cannot be built with options {cfg.options} (and img_dim={cfg.img_dim}, "
                          f"inter_dim={cfg.inter_dim}, out_dim={cfg.out_dim}): {type(e).__name__}: {e}") from None
 
-# %% ../nbs/11b_run.ipynb #9ae8aa8e
+# %% ../nbs/11b_run.ipynb #e2197226
 class Analysis:
     "What the papers' figures need from a trained model, gathered from the batches of one pass over the test inputs."
     def __init__(self, test_images, # the test MultiLabelDataset (images, full labels)
@@ -412,38 +426,44 @@ class Analysis:
         self.positives = len(pos)
         self.maps, self.feats, self.fcls, self.fimg, self.fmaps = {}, [], [], [], {}
 
-    @torch.no_grad()
-    def add(self, idx:torch.Tensor, # (B,) dataset indices of the batch
-            out:dict): # the model's outputs for it
-        "Keep the sample images' maps, and the class features and maps of the kept positives, of one batch."
-        maps = {k: v.float().cpu() for k, v in self.method.analysis_maps(out).items()}  # name → (B, C, ...)
-        at = torch.isin(idx, torch.as_tensor(self.sample))
-        for k, v in maps.items():
-            if at.any(): self.maps.setdefault(k, []).append(v[at])
-        kinds = [k for k, v in maps.items() if v.ndim == 4] + (["features"] if "features" in out else [])  # spatial maps (B, C, h, w)
-        sel = self.keep[torch.isin(self.keep[:, 0], idx)] if kinds else self.keep[:0]
-        if len(sel):  # the kept positives of this batch: their class features and their classes' maps (float16: the test set's maps in ~0.3 MB)
-            row = {int(v): r for r, v in enumerate(idx)}
-            b = torch.tensor([row[int(v)] for v in sel[:, 0]])
-            for k in kinds:
-                if k == "features": self.feats.append(out[k][b.to(out[k].device), sel[:, 1].to(out[k].device)].float().cpu())
-                else: self.fmaps.setdefault(k, []).append(maps[k][b, sel[:, 1]].half())
-            self.fcls.append(sel[:, 1]); self.fimg.append(sel[:, 0])
+# %% ../nbs/11b_run.ipynb #d8c77680
+@patch
+@torch.no_grad()
+def add(self:Analysis, idx:torch.Tensor, # (B,) dataset indices of the batch
+        out:dict): # the model's outputs for it
+    "Keep the sample images' maps, and the class features and maps of the kept positives, of one batch (only they leave the device)."
+    maps, idx = self.method.analysis_maps(out), idx.cpu()  # name → (B, C, ...) on the model's device
+    at = torch.isin(idx, torch.as_tensor(self.sample))
+    if at.any():
+        for k, v in maps.items(): self.maps.setdefault(k, []).append(v[at.to(v.device)].float().cpu())
+    kinds = [k for k, v in maps.items() if v.ndim == 4] + (["features"] if "features" in out else [])  # spatial maps (B, C, h, w)
+    sel = self.keep[torch.isin(self.keep[:, 0], idx)] if kinds else self.keep[:0]
+    if len(sel):  # the kept positives of this batch: their class features and their classes' maps (float16: the test set's maps in ~0.3 MB)
+        row = {int(v): r for r, v in enumerate(idx)}
+        b = torch.tensor([row[int(v)] for v in sel[:, 0]])
+        for k in kinds:
+            v = out[k] if k == "features" else maps[k]
+            picked = v[b.to(v.device), sel[:, 1].to(v.device)].float().cpu()  # (n, D) features or (n, h, w) maps
+            if k == "features": self.feats.append(picked)
+            else: self.fmaps.setdefault(k, []).append(picked.half())
+        self.fcls.append(sel[:, 1]); self.fimg.append(sel[:, 0])
 
-    def result(self, model) -> dict: # arrays for analysis.npz
-        "The arrays of analysis.npz, with `model`'s prototypes and label graph."
-        s, side, lab = self.sample, self.image_side, np.asarray(self.train_labels)
-        res = dict(sample_index=s, sample_labels=self.images.labels[s], class_names=np.array(self.images.class_names),
-                   sample_images=np.stack([np.asarray(self.images.load(int(i)).convert("RGB").resize((side, side))) for i in s]))
-        res.update({k: torch.cat(v).numpy() for k, v in self.maps.items()})
-        if self.fcls: res.update(feature_class=torch.cat(self.fcls).numpy(), feature_image=torch.cat(self.fimg).numpy(), test_positives=self.positives)
-        if self.feats: res["features"] = torch.cat(self.feats).numpy()
-        res.update({f"feature_{k}": torch.cat(v).numpy() for k, v in self.fmaps.items()})  # (N, h, w): the map of each kept positive's class
-        for k in ("prototypes", "prototype_mask"):
-            if hasattr(model, k) and getattr(model, k) is not None: res[k] = getattr(model, k).float().cpu().numpy() if k == "prototypes" else getattr(model, k).cpu().numpy()
-        res["train_cooccurrence"] = label_graph(np.where(lab > 0, 1, -1))  # P(j | i) over the full training labels
-        res["train_label_graph"] = model_graph(self.method, self.C)  # the method's own graph (an EMA copy holds the same)
-        return res
+# %% ../nbs/11b_run.ipynb #ee4c9390
+@patch
+def result(self:Analysis, model) -> dict: # arrays for analysis.npz
+    "The arrays of analysis.npz, with `model`'s prototypes and label graph."
+    s, side, lab = self.sample, self.image_side, np.asarray(self.train_labels)
+    res = dict(sample_index=s, sample_labels=self.images.labels[s], class_names=np.array(self.images.class_names),
+               sample_images=np.stack([np.asarray(self.images.load(int(i)).convert("RGB").resize((side, side))) for i in s]))
+    res.update({k: torch.cat(v).numpy() for k, v in self.maps.items()})
+    if self.fcls: res.update(feature_class=torch.cat(self.fcls).numpy(), feature_image=torch.cat(self.fimg).numpy(), test_positives=self.positives)
+    if self.feats: res["features"] = torch.cat(self.feats).numpy()
+    res.update({f"feature_{k}": torch.cat(v).numpy() for k, v in self.fmaps.items()})  # (N, h, w): the map of each kept positive's class
+    for k in ("prototypes", "prototype_mask"):
+        if hasattr(model, k) and getattr(model, k) is not None: res[k] = getattr(model, k).float().cpu().numpy() if k == "prototypes" else getattr(model, k).cpu().numpy()
+    res["train_cooccurrence"] = label_graph(np.where(lab > 0, 1, -1))  # P(j | i) over the full training labels
+    res["train_label_graph"] = model_graph(self.method, self.C)  # the method's own graph (an EMA copy holds the same)
+    return res
 
 # %% ../nbs/11b_run.ipynb #9ecde8c8
 @torch.no_grad()
@@ -561,12 +581,8 @@ def short_run(method:str, # a registered method
     from mlrpl.fashionscenes import write_fashion_scenes
     folder = Path(folder)
     scenes = write_fashion_scenes(folder/"scenes", n_train=256, n_val=128, source="digits", progress=False)
-    old = os.environ.get("MLRPL_DATA"); os.environ["MLRPL_DATA"] = str(folder)  # the feature cache goes under the data root
-    try:
+    with modified_env(MLRPL_DATA=str(folder)):  # the feature cache goes under the data root
         cfg = dict(data_root=str(scenes), method=method, known_prop=0.3, epochs=epochs, step_size=epochs, test_every=1, batch_size=16,
                    img_dim=32, inter_dim=16, out_dim=32, results_dir=str(folder/method)) | kw  # a small head: 16 steps an epoch
         run(RunConfig(**cfg), overwrite=True, progress=False)
-    finally:
-        if old is None: del os.environ["MLRPL_DATA"]
-        else: os.environ["MLRPL_DATA"] = old
     return pd.read_csv(folder/method/"history.csv")

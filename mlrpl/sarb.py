@@ -12,7 +12,8 @@ from torch import nn
 
 from .ilrb import instance_blend
 from .losses import instance_contrastive_loss, partial_bce
-from .methods import METHODS, KMeansPrototypes, SARLConfig, SARLMethod, refresh_epoch
+from .baselines import SARLConfig, SARLMethod
+from .methods import METHODS, KMeansPrototypes, refresh_epoch
 from .plrb import prototype_blend
 
 # %% auto #0

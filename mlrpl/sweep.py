@@ -27,7 +27,7 @@ from pathlib import Path
 from jupyter_client import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
-from .core import ALLOCATOR_ENV, Progress, project_root, write_atomic
+from .core import ALLOCATOR_ENV, Progress, write_atomic
 from .grid import KERNEL, Grid, GridError, Job, check_recorded, expand, load_grid, sweep_dir, write_jobs_file
 
 # %% auto #0
@@ -392,22 +392,67 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
     try: return _run_locked(g, todo, records, folder, lock, jobs, kernel, fresh_kernels, say, poll, progress)
     finally: unlock_sweep(lock)
 
+# %% ../nbs/20b_sweep.ipynb #bd102eb8
+def _check_writable(g:Grid, jobs:list[Job]):
+    "Every run folder the sweep will write can be written, or one error listing the first three that cannot (before any run starts)."
+    bad = []
+    for j in jobs:
+        try: writable(j.folder, "run folder")
+        except SweepError as e: bad.append(str(e))
+    if bad: raise SweepError(f"{len(bad)} run folder(s) of {g.path} cannot be written, so no run started: " + "; ".join(bad[:3])
+                             + ("; ..." if len(bad) > 3 else ""))
+
+# %% ../nbs/20b_sweep.ipynb #d2bff3e4
+class _SweepFile:
+    "The sweep's record, `sweep.json`: written whole (atomically) on every change, so a reader never sees half of it."
+    def __init__(self, folder:Path, state:dict): self.path, self.state = folder/"sweep.json", state
+    def __call__(self, s:str|None=None): # the sweep's new state, e.g. "finished"
+        if s: self.state["state"] = s
+        self.state["updated"] = _now(); write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps(self.state, indent=1)))
+
+# %% ../nbs/20b_sweep.ipynb #66926877
+def _start(j:Job, r:dict, idle:list, new_worker, say):
+    "Give run `j` to an idle worker (or a new one), with its record `r` marked running; the worker."
+    if aside := set_aside(j): say(f"set aside {', '.join(aside)} of {j.run}: the run writes them again")
+    while idle and idle[-1].p.poll() is not None: idle.pop()  # a worker that died between runs
+    w = idle.pop() if idle else new_worker()
+    r.update(status="running", resumed=j.started, started=_now(), worker=w.p.pid, set_aside=aside or None)
+    w.give(j)
+    return w
+
+# %% ../nbs/20b_sweep.ipynb #82fef265
+def _finish(j:Job, r:dict, w, t0:float, idle:list, built:set, say):
+    "Record the answer of the worker `w` that ran `j` since `t0`: done (its files all there) or failed; `w` back to `idle` if it lives."
+    lives, err = w.answer()
+    if lives: idle.append(w)
+    why = j.unfinished() if err is None else None
+    r.update(status="failed" if err or why else "done", error=err or (why and f"it ended, but {why}"),
+             seconds=round(time.monotonic() - t0, 1), threads=_used_threads(j))
+    if r["status"] == "done":
+        built.update(shared_inputs(j.values))
+        say(f"done    {j.run} ({r['seconds']:.0f} s)")
+    else: say(f"FAILED  {j.run} ({r['error']})" + (f"; log: {j.log}\n{_tail(j.log)}" if j.log.is_file() else ""))
+
+# %% ../nbs/20b_sweep.ipynb #8e702a4c
+def _close(g:Grid, records:list[dict], save:_SweepFile, say) -> list[dict]:
+    "The sweep's last record and line; SweepFailed naming each failed run and its log."
+    failed = [r for r in records if r["status"] == "failed"]
+    save("failed" if failed else "finished")
+    counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
+    say(f"sweep {g.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {save.path}")
+    if failed:
+        raise SweepFailed(f"{len(failed)} of {len(records)} runs of {g.path} failed: "
+                          + "; ".join(f"{r['run']}: {r['error']} (log: {r['log']})" for r in failed), records)
+    return records
+
 # %% ../nbs/20b_sweep.ipynb #7b40c42e
 def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float,
                 progress:bool=False) -> list[dict]:
     "`run_sweep` once the sweep holds its folder."
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
-    bad = []
-    for i in pending:
-        try: writable(todo[i].folder, "run folder")
-        except SweepError as e: bad.append(str(e))
-    if bad: raise SweepError(f"{len(bad)} run folder(s) of {g.path} cannot be written, so no run started: " + "; ".join(bad[:3])
-                             + ("; ..." if len(bad) > 3 else ""))
-    state = dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder), jobs=jobs,
-                 kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None, state="running", runs=records)
-    def save(s=None):
-        if s: state["state"] = s
-        state["updated"] = _now(); write_atomic(folder/"sweep.json", lambda tmp: tmp.write_text(json.dumps(state, indent=1)))
+    _check_writable(g, [todo[i] for i in pending])
+    save = _SweepFile(folder, dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder),
+                                   jobs=jobs, kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None, state="running", runs=records))
     # the compute threads are each run's own (its `threads`), never derived from `jobs`
     env = dict(os.environ)
     built = {k for j, r in zip(todo, records) if r["status"] == "skipped" for k in shared_inputs(j.values)}
@@ -429,30 +474,15 @@ def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:in
                 for i in list(pending):
                     if len(running) >= jobs: break
                     if not startable(todo[i], [todo[k] for k in running], built): continue
-                    j, r = todo[i], records[i]
-                    if aside := set_aside(j): say(f"set aside {', '.join(aside)} of {j.run}: the run writes them again")
-                    while idle and idle[-1].p.poll() is not None: idle.pop()  # a worker that died between runs
-                    w = idle.pop() if idle else new_worker()
-                    r.update(status="running", resumed=j.started, started=_now(), worker=w.p.pid, set_aside=aside or None)
-                    w.give(j)
-                    running[i] = (w, time.monotonic())
+                    running[i] = (_start(todo[i], records[i], idle, new_worker, say), time.monotonic())
                     pending.remove(i)
-                    say(f"[{n_run - len(pending)}/{n_run}] {'resume' if j.started else 'start '} {j.run}")
+                    say(f"[{n_run - len(pending)}/{n_run}] {'resume' if todo[i].started else 'start '} {todo[i].run}")
                     save()
                 readable = select.select([w.p.stdout for w, _ in running.values()], [], [], poll)[0] if running else []
                 for i, (w, t0) in list(running.items()):
                     if w.p.stdout not in readable: continue
                     del running[i]
-                    lives, err = w.answer()
-                    if lives: idle.append(w)
-                    j, r = todo[i], records[i]
-                    why = j.unfinished() if err is None else None
-                    r.update(status="failed" if err or why else "done", error=err or (why and f"it ended, but {why}"),
-                             seconds=round(time.monotonic() - t0, 1), threads=_used_threads(j))
-                    if r["status"] == "done":
-                        built.update(shared_inputs(j.values))
-                        say(f"done    {j.run} ({r['seconds']:.0f} s)")
-                    else: say(f"FAILED  {j.run} ({r['error']})" + (f"; log: {j.log}\n{_tail(j.log)}" if j.log.is_file() else ""))
+                    _finish(todo[i], records[i], w, t0, idle, built, say)
                     bar.update(1, failed=sum(r["status"] == "failed" for r in records))
                     save()
         except KeyboardInterrupt:
@@ -463,14 +493,7 @@ def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:in
                 "run it again to continue (each resumes from its checkpoint)")
             raise
         _stop(idle, grace=60, interrupt=False)  # each ends at the end of its input
-    failed = [r for r in records if r["status"] == "failed"]
-    save("failed" if failed else "finished")
-    counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
-    say(f"sweep {g.name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f"; {folder/'sweep.json'}")
-    if failed:
-        raise SweepFailed(f"{len(failed)} of {len(records)} runs of {g.path} failed: "
-                          + "; ".join(f"{r['run']}: {r['error']} (log: {r['log']})" for r in failed), records)
-    return records
+    return _close(g, records, save, say)
 
 # %% ../nbs/20b_sweep.ipynb #624b14a6
 def _raise_interrupt(signum, frame): raise KeyboardInterrupt

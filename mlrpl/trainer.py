@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from .core import Progress, get_device, set_seed, write_atomic
+from .core import Progress, get_device, write_atomic
 from .methods import StepContext
 from .metrics import average_precision, evaluate
 
@@ -165,7 +165,7 @@ def _optimizer(cfg, params):
     if cfg.optimizer == "sgd": return torch.optim.SGD(params, momentum=0.9, **kw)
     return torch.optim.Adam(params, **kw)
 
-# %% ../nbs/11_trainer.ipynb #e12e8e4a
+# %% ../nbs/11_trainer.ipynb #933e2464
 class Trainer:
     "Train and evaluate any registered method."
     def __init__(self, model:nn.Module, # a method from mlrpl.methods
@@ -177,62 +177,94 @@ class Trainer:
                  class_names=None,
                 ):
         self.cfg = cfg = config or TrainConfig()
-        self.device = get_device(cfg.device)
-        self.distributed = init_distributed(self.device)
-        self.rank, self.world = world()
-        if self.device.type == "cuda" and self.distributed: self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        self.cuda = self.device.type == "cuda"
+        self._place()
         self.results_dir = Path(results_dir) if results_dir is not None else None
         if cfg.checkpoint and self.results_dir is None: raise ValueError("checkpoint=True needs a results_dir")
         self.class_names = class_names or getattr(test_set, "class_names", None)
-        n = len(train_set)
-        tr, va = holdout(n, cfg.val_fraction, cfg.seed)
-        self.train_set = Subset(train_set, tr.tolist()) if len(va) else train_set
-        self.val_set = Subset(val_view if val_view is not None else train_set, va.tolist()) if len(va) else None
-        self.test_set = test_set
-        name = getattr(train_set, "name", type(train_set).__name__)
-        if len(test_set) == 0: raise ValueError(f"{getattr(test_set, 'name', type(test_set).__name__)}: the test set has no images")
-        if len(self.train_set) < cfg.batch_size*self.world:
-            raise ValueError(f"{name}: {len(self.train_set)} training images ({n} less {len(va)} held out, val_fraction={cfg.val_fraction}) "
-                             f"are fewer than one batch (batch_size {cfg.batch_size} × {self.world} processes)")
-        self.model = model.to(self.device)
-        if self.cuda and cfg.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
-        # DDP wraps forward *and* loss: a parameter that only the loss reads (HST's thresholds, SARB's α, β) is then seen
-        # in DDP's forward and made ready once, by its gradient (wrapping the model alone marks it unused, then ready again)
-        self._step = _LossStep(self.model)
-        self.ddp = nn.parallel.DistributedDataParallel(self._step, find_unused_parameters=True) if self.distributed else None
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = _optimizer(cfg, params)
-        self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        if cfg.scheduler == "onecycle":
-            total = cfg.epochs*self.steps_per_epoch()
-            # torch's warm-up peaks at step pct_start·total − 1 and divides by zero when that is step 0 (e.g. 0.2 × 5 steps);
-            # a warm-up that peaks at step 0 starts at the peak: the limit of shares just below, which torch computes
-            pct = (1 - 1e-9)/total if math.isclose(cfg.pct_start*total, 1) else cfg.pct_start
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct)
-        else: self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.cuda else None
+        self._split(train_set, test_set, val_view)
+        self._build(model)
         self.history, self.epoch, self.per_class, self.test_predictions = [], 0, None, None
         self.writer, self._restored, self.bar = None, None, None  # bar: the training bar while fit runs
 
-    # ---- loaders
-    def steps_per_epoch(self) -> int:
-        "Optimizer steps an epoch: the full batches of this process's share of the training set, at most `max_steps`."
-        n = len(self.sampler)//self.cfg.batch_size
-        return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
+# %% ../nbs/11_trainer.ipynb #2e96766b
+@patch
+def _place(self:Trainer):
+    "The device, and this process's place in a distributed run (one CUDA device per process, by LOCAL_RANK)."
+    cfg = self.cfg
+    self.device = get_device(cfg.device)
+    self.distributed = init_distributed(self.device)
+    self.rank, self.world = world()
+    if self.device.type == "cuda" and self.distributed: self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    self.cuda = self.device.type == "cuda"
 
-    def _loader(self, ds, sampler=None, shuffle=False, drop_last=False):
-        return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.cfg.workers, pin_memory=self.cuda, persistent_workers=False)
+# %% ../nbs/11_trainer.ipynb #8d58808e
+@patch
+def _split(self:Trainer, train_set, test_set, val_view):
+    "The training slice and the validation slice (held out by `holdout`), the test set; fails on a set too small to train."
+    cfg = self.cfg
+    n = len(train_set)
+    tr, va = holdout(n, cfg.val_fraction, cfg.seed)
+    self.train_set = Subset(train_set, tr.tolist()) if len(va) else train_set
+    self.val_set = Subset(val_view if val_view is not None else train_set, va.tolist()) if len(va) else None
+    self.test_set = test_set
+    name = getattr(train_set, "name", type(train_set).__name__)
+    if len(test_set) == 0: raise ValueError(f"{getattr(test_set, 'name', type(test_set).__name__)}: the test set has no images")
+    if len(self.train_set) < cfg.batch_size*self.world:
+        raise ValueError(f"{name}: {len(self.train_set)} training images ({n} less {len(va)} held out, val_fraction={cfg.val_fraction}) "
+                         f"are fewer than one batch (batch_size {cfg.batch_size} × {self.world} processes)")
 
-    def _shard(self, ds):
-        "This process's share of `ds` for evaluation: indices rank, rank + world, ... (no padding)."
-        return Subset(ds, list(range(self.rank, len(ds), self.world))) if self.world > 1 else ds
+# %% ../nbs/11_trainer.ipynb #589d8a7e
+@patch
+def _scheduler(self:Trainer):
+    "The learning-rate schedule: OneCycle stepped every batch, or StepLR stepped every epoch."
+    cfg = self.cfg
+    if cfg.scheduler == "onecycle":
+        total = cfg.epochs*self.steps_per_epoch()
+        # torch's warm-up peaks at step pct_start·total − 1 and divides by zero when that is step 0 (e.g. 0.2 × 5 steps);
+        # a warm-up that peaks at step 0 starts at the peak: the limit of shares just below, which torch computes
+        pct = (1 - 1e-9)/total if math.isclose(cfg.pct_start*total, 1) else cfg.pct_start
+        return torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, total_steps=total, pct_start=pct)
+    return torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
 
-    def _autocast(self):
-        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else torch.autocast("cpu", enabled=False)
+# %% ../nbs/11_trainer.ipynb #ed9b4106
+@patch
+def _build(self:Trainer, model):
+    "The model on its device, the step DDP wraps, the optimiser, the sampler, the schedule, the EMA and the AMP scaler."
+    cfg = self.cfg
+    self.model = model.to(self.device)
+    if self.cuda and cfg.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
+    # DDP wraps forward *and* loss: a parameter that only the loss reads (HST's thresholds, SARB's α, β) is then seen
+    # in DDP's forward and made ready once, by its gradient (wrapping the model alone marks it unused, then ready again)
+    self._step = _LossStep(self.model)
+    self.ddp = nn.parallel.DistributedDataParallel(self._step, find_unused_parameters=True) if self.distributed else None
+    params = [p for p in self.model.parameters() if p.requires_grad]
+    self.optimizer = _optimizer(cfg, params)
+    self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    self.scheduler = self._scheduler()
+    self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp == "fp16")
+    self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if self.cuda else None
+
+# %% ../nbs/11_trainer.ipynb #9186f17a
+@patch
+def steps_per_epoch(self:Trainer) -> int:
+    "Optimizer steps an epoch: the full batches of this process's share of the training set, at most `max_steps`."
+    n = len(self.sampler)//self.cfg.batch_size
+    return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
+
+@patch
+def _loader(self:Trainer, ds, sampler=None, shuffle=False, drop_last=False):
+    return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
+                      num_workers=self.cfg.workers, pin_memory=self.cuda, persistent_workers=False)
+
+@patch
+def _shard(self:Trainer, ds):
+    "This process's share of `ds` for evaluation: indices rank, rank + world, ... (no padding)."
+    return Subset(ds, list(range(self.rank, len(ds), self.world))) if self.world > 1 else ds
+
+@patch
+def _autocast(self:Trainer):
+    return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else torch.autocast("cpu", enabled=False)
 
 # %% ../nbs/11_trainer.ipynb #78fd64a7
 @patch
@@ -391,7 +423,53 @@ def restore(self:Trainer, path=None, # default: results_dir/checkpoint.pt
     self._restored = st["epoch"] + 1
     return self._restored
 
-# %% ../nbs/11_trainer.ipynb #7cfdb3e9
+# %% ../nbs/11_trainer.ipynb #6f57b99b
+@patch
+def _open_results(self:Trainer):
+    "The results folder, and TensorBoard's writer when `tensorboard`."
+    cfg = self.cfg
+    self.results_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.tensorboard:
+        try: from torch.utils.tensorboard import SummaryWriter
+        except ImportError: raise ImportError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from None
+        self.writer = SummaryWriter(str(self.results_dir/"tensorboard"))
+
+# %% ../nbs/11_trainer.ipynb #c3cee00c
+@patch
+def _epoch(self:Trainer, epoch:int, # 0-based
+           keep_test=None, # see fit: given the last epoch's test batches
+          ) -> dict: # the epoch's history row
+    "One epoch: the method's hook, training, validation, the test scores when due, the method's own log, the schedule's step."
+    cfg, t0 = self.cfg, time.time()
+    self.epoch = epoch
+    self.model.epoch_start(epoch, self)
+    rec = dict(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"])
+    rec.update(self.train_epoch(epoch))
+    if self.val_set is not None:
+        rec["val_mAP"] = self.evaluate(self.val_set, known_only=True)[0]["mAP"]
+    if epoch == cfg.epochs - 1 or (epoch + 1) % cfg.test_every == 0:  # the result is the last epoch's; the others are curves
+        m, self.per_class, self.test_predictions = self.evaluate(self.test_set, keep=keep_test if epoch == cfg.epochs - 1 else None)
+        rec.update({f"test_{k}": v for k, v in m.items()})
+        if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
+    rec.update(self.model.epoch_log())  # what only the method knows of its state, e.g. HST's learned thresholds
+    if cfg.scheduler == "step": self.scheduler.step()
+    rec["seconds"] = round(time.time() - t0, 2)
+    return rec
+
+# %% ../nbs/11_trainer.ipynb #6a0e08c1
+@patch
+def _save_checkpoint(self:Trainer, ck:Path, epoch:int):
+    "Everything a resumed run needs to continue bit for bit (weights, optimiser, schedule, scaler, RNG, history), written atomically."
+    state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                 scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
+                 history=self.history, epoch=epoch, config=dataclasses.asdict(self.cfg), method=self.model.name,
+                 **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}))
+    try: write_atomic(ck, lambda tmp: torch.save(state, tmp))
+    except (OSError, RuntimeError) as e:  # a full disk: torch's "enforce fail at inline_container.cc", or ENOSPC
+        raise OSError(f"writing {ck} after epoch {epoch} failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+                      "the previous checkpoint is kept") from None
+
+# %% ../nbs/11_trainer.ipynb #c8e0d9b2
 @patch
 def fit(self:Trainer, resume:bool=False, # continue from the checkpoint in results_dir
          until:int|None=None, # stop after this many epochs, as an interrupted run would (None: cfg.epochs)
@@ -402,41 +480,15 @@ def fit(self:Trainer, resume:bool=False, # continue from the checkpoint in resul
     cfg = self.cfg
     ck = self.results_dir/"checkpoint.pt" if self.results_dir is not None else None
     start = self.restore(ck) if resume and ck is not None and (ck.is_file() or self._restored is not None) else 0
-    if self.rank == 0 and self.results_dir is not None:
-        self.results_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.tensorboard:
-            try: from torch.utils.tensorboard import SummaryWriter
-            except ImportError: raise ImportError("tensorboard=True needs the tensorboard package (pip install tensorboard)") from None
-            self.writer = SummaryWriter(str(self.results_dir/"tensorboard"))
+    if self.rank == 0 and self.results_dir is not None: self._open_results()
     end = cfg.epochs if until is None else min(until, cfg.epochs)
     with Progress((end - start)*self.steps_per_epoch(), f"training {self.model.name}", "steps", enable=cfg.progress and self.rank == 0) as self.bar:
         for epoch in range(start, end):
-            t0 = time.time()
-            self.epoch = epoch
-            self.model.epoch_start(epoch, self)
-            rec = dict(epoch=epoch, lr=self.optimizer.param_groups[0]["lr"])
-            rec.update(self.train_epoch(epoch))
-            if self.val_set is not None:
-                rec["val_mAP"] = self.evaluate(self.val_set, known_only=True)[0]["mAP"]
-            if epoch == cfg.epochs - 1 or (epoch + 1) % cfg.test_every == 0:  # the result is the last epoch's; the others are curves
-                m, self.per_class, self.test_predictions = self.evaluate(self.test_set, keep=keep_test if epoch == cfg.epochs - 1 else None)
-                rec.update({f"test_{k}": v for k, v in m.items()})
-                if self.ema is not None: rec["test_mAP_raw"] = self.evaluate(self.test_set, raw=True)[0]["mAP"]
-            rec.update(self.model.epoch_log())  # what only the method knows of its state, e.g. HST's learned thresholds
-            if cfg.scheduler == "step": self.scheduler.step()
-            rec["seconds"] = round(time.time() - t0, 2)
+            rec = self._epoch(epoch, keep_test)
             self.history.append(rec)
             if self.rank == 0: self._log(rec)
             self.bar.update(0, **_shown(rec, cfg.epochs))
-            if self.rank == 0 and cfg.checkpoint:
-                state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                             scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
-                             history=self.history, epoch=epoch, config=dataclasses.asdict(cfg), method=self.model.name,
-                             **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}))
-                try: write_atomic(ck, lambda tmp: torch.save(state, tmp))
-                except (OSError, RuntimeError) as e:  # a full disk: torch's "enforce fail at inline_container.cc", or ENOSPC
-                    raise OSError(f"writing {ck} after epoch {epoch} failed ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
-                                  "the previous checkpoint is kept") from None
+            if self.rank == 0 and cfg.checkpoint: self._save_checkpoint(ck, epoch)
             if self.distributed: dist.barrier()
     self.bar = None
     self.summary = _summary(self.history)

@@ -3,14 +3,12 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision import transforms as T
 
 from mlrpl.data import get_dataset, label_graph
 from mlrpl.embeddings import class_embeddings
-from mlrpl.fashionscenes import write_fashion_scenes
 from mlrpl.methods import get
 from mlrpl.trainer import Trainer, TrainConfig, world
 

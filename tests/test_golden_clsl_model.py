@@ -21,7 +21,8 @@ from make_golden_clsl_model import B, C, D, H, SEED, sample  # noqa: E402
 from compare import MODEL, SMALL, U32, U64, as64, close  # noqa: E402
 from weights import fill_state_dict, shapes_from_json  # noqa: E402
 
-from mlrpl.clsl import clsl_asl, official_state_dict, recover_labels
+from mlrpl.clsl import clsl_asl, recover_labels
+from mlrpl.compat import official_state_dict
 from mlrpl.clsl_features import sine_positions
 from mlrpl.methods import METHODS, StepContext
 
