@@ -65,7 +65,7 @@ def resize_positions(pos:torch.Tensor, # (g·g, C) positional embeddings of a g 
     img = pos.T.reshape(1, -1, g, g)  # (1, C, g, g)
     return F.interpolate(img, size=size, mode="bicubic", align_corners=False).flatten(2)[0].T
 
-# %% ../nbs/05b_clip.ipynb #f175672e
+# %% ../nbs/05b_clip.ipynb #e0e4f826
 class AttentionPool2d(nn.Module):
     "CLIP's attention pool of a (B, C, H, W) map; `dense=True`: its value and output projections at every location."
     def __init__(self, grid:int, # side of the map the positional embedding is made for (input_size // 32)
@@ -82,36 +82,43 @@ class AttentionPool2d(nn.Module):
         self.grid, self.num_heads, self.dense = grid, num_heads, dense
         if dense: self.q_proj.requires_grad_(False); self.k_proj.requires_grad_(False)  # unused by the dense tokens
 
-    def positions(self, h:int, w:int) -> torch.Tensor: # (1 + h·w, C)
-        "The positional embedding for an h × w map: as stored, or with its grid resized bicubically."
-        pe = self.positional_embedding
-        if (h, w) == (self.grid, self.grid): return pe
-        return torch.cat([pe[:1], resize_positions(pe[1:], (h, w))])
+# %% ../nbs/05b_clip.ipynb #ac106673
+@patch
+def positions(self:AttentionPool2d, h:int, w:int) -> torch.Tensor: # (1 + h·w, C)
+    "The positional embedding for an h × w map: as stored, or with its grid resized bicubically."
+    pe = self.positional_embedding
+    if (h, w) == (self.grid, self.grid): return pe
+    return torch.cat([pe[:1], resize_positions(pe[1:], (h, w))])
 
-    def tokens(self, x:torch.Tensor, # (B, C, H, W)
-              ) -> torch.Tensor: # (B, 1 + H·W, C)
-        "The map's mean followed by its locations (row-major), each plus its positional embedding."
-        h, w = x.shape[2:]
-        return torch.cat([x.mean((2, 3))[:, None], x.flatten(2).transpose(1, 2)], 1) + self.positions(h, w)
+@patch
+def tokens(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
+          ) -> torch.Tensor: # (B, 1 + H·W, C)
+    "The map's mean followed by its locations (row-major), each plus its positional embedding."
+    h, w = x.shape[2:]
+    return torch.cat([x.mean((2, 3))[:, None], x.flatten(2).transpose(1, 2)], 1) + self.positions(h, w)
 
-    def attend(self, x:torch.Tensor, # (B, C, H, W)
-              ) -> tuple[torch.Tensor, torch.Tensor]: # (B, D) embedding, (B, 1 + H·W) attention of the mean token
-        "CLIP's pooled embedding (the mean token attends over all tokens) and that attention, averaged over heads."
-        t = self.tokens(x)  # (B, L, C)
-        heads = lambda y: y.unflatten(-1, (self.num_heads, -1))  # (B, L, C) → (B, L, n, C/n)
-        q, k, v = heads(self.q_proj(t[:, :1])), heads(self.k_proj(t)), heads(self.v_proj(t))  # (B, 1|L, n, d)
-        a = (torch.einsum("bqnd,bknd->bnqk", q, k)*q.shape[-1]**-0.5).softmax(-1)  # (B, n, 1, L)
-        pooled = self.c_proj(torch.einsum("bnqk,bknd->bqnd", a, v).flatten(2)[:, 0])  # (B, D)
-        return pooled, a.mean(1)[:, 0]
+# %% ../nbs/05b_clip.ipynb #330aa4b0
+@patch
+def attend(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
+          ) -> tuple[torch.Tensor, torch.Tensor]: # (B, D) embedding, (B, 1 + H·W) attention of the mean token
+    "CLIP's pooled embedding (the mean token attends over all tokens) and that attention, averaged over heads."
+    t = self.tokens(x)  # (B, L, C)
+    heads = lambda y: y.unflatten(-1, (self.num_heads, -1))  # (B, L, C) → (B, L, n, C/n)
+    q, k, v = heads(self.q_proj(t[:, :1])), heads(self.k_proj(t)), heads(self.v_proj(t))  # (B, 1|L, n, d)
+    a = (torch.einsum("bqnd,bknd->bnqk", q, k)*q.shape[-1]**-0.5).softmax(-1)  # (B, n, 1, L)
+    pooled = self.c_proj(torch.einsum("bnqk,bknd->bqnd", a, v).flatten(2)[:, 0])  # (B, D)
+    return pooled, a.mean(1)[:, 0]
 
-    def forward(self, x:torch.Tensor, # (B, C, H, W)
-               ) -> torch.Tensor: # (B, D) embedding, or (B, D, H, W) tokens if `dense`
-        if not self.dense: return self.attend(x)[0]
-        h, w = x.shape[2:]
-        t = x.flatten(2).transpose(1, 2) + self.positions(h, w)[1:]  # (B, H·W, C): the locations, the mean left out
-        return self.c_proj(self.v_proj(t)).transpose(1, 2).unflatten(2, (h, w))  # (B, D, H, W)
+@patch
+def forward(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
+           ) -> torch.Tensor: # (B, D) embedding, or (B, D, H, W) tokens if `dense`
+    if not self.dense: return self.attend(x)[0]
+    h, w = x.shape[2:]
+    t = x.flatten(2).transpose(1, 2) + self.positions(h, w)[1:]  # (B, H·W, C): the locations, the mean left out
+    return self.c_proj(self.v_proj(t)).transpose(1, 2).unflatten(2, (h, w))  # (B, D, H, W)
 
-    def extra_repr(self) -> str: return f"grid={self.grid}, num_heads={self.num_heads}, dense={self.dense}"
+@patch
+def extra_repr(self:AttentionPool2d) -> str: return f"grid={self.grid}, num_heads={self.num_heads}, dense={self.dense}"
 
 # %% ../nbs/05b_clip.ipynb #e9b9aef6
 class ModifiedResNet(nn.Module):

@@ -200,7 +200,7 @@ def close(self:Progress):
     if self.mode == "widget": self.handle.update({**self.bar.container._repr_mimebundle_(), "text/plain": line}, raw=True)
     elif self.mode == "line": print(line, flush=True)
 
-# %% ../nbs/00_core.ipynb #aeba9255
+# %% ../nbs/00_core.ipynb #f288b3f4
 class Registry:
     "A name → factory table; `get(name, **kw)` builds the registered object."
     def __init__(self, kind:str): self.kind, self._items = kind, {}  # kind: what is registered, used in messages
@@ -217,18 +217,25 @@ class Registry:
             return obj
         return deco
 
-    def available(self) -> list[str]: return sorted(self._items)
-    def __contains__(self, name) -> bool: return str(name).lower() in self._items
+# %% ../nbs/00_core.ipynb #03fc08e0
+@patch
+def available(self:Registry) -> list[str]: return sorted(self._items)
 
-    def lookup(self, name:str) -> Callable:
-        "The factory registered as `name`."
-        key = str(name).lower()
-        if key not in self._items:
-            raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
-        return self._items[key]
+@patch
+def __contains__(self:Registry, name) -> bool: return str(name).lower() in self._items
 
-    def get(self, name:str, **kw):
-        "Build the object registered as `name` with keyword arguments `kw`."
-        return self.lookup(name)(**kw)
+@patch
+def lookup(self:Registry, name:str) -> Callable:
+    "The factory registered as `name`."
+    key = str(name).lower()
+    if key not in self._items:
+        raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
+    return self._items[key]
 
-    def __repr__(self): return f"Registry({self.kind!r}: {', '.join(self.available())})"
+@patch
+def get(self:Registry, name:str, **kw):
+    "Build the object registered as `name` with keyword arguments `kw`."
+    return self.lookup(name)(**kw)
+
+@patch
+def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self.available())})"

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
 __all__ = ['FeatureQueue', 'kmeans_prototypes', 'prototypes_from_batches']
 
-# %% ../nbs/09_cst.ipynb #4be34ddc
+# %% ../nbs/09_cst.ipynb #1963c615
 class FeatureQueue(nn.Module):
     "Per-class queue of the K most recent known-positive class features (SST)."
     def __init__(self, num_classes:int, dim:int, size:int=100, # C, D, K (official: 100)
@@ -24,31 +25,35 @@ class FeatureQueue(nn.Module):
         self.register_buffer("queue", torch.zeros(num_classes, size, dim))  # (C, K, D)
         self.register_buffer("filled", torch.zeros(num_classes, dtype=torch.long))  # (C,)
 
-    @torch.no_grad()
-    def update(self, features:torch.Tensor, # (B, C, D) class features of a batch
-               target:torch.Tensor, # (B, C) in {1, 0, -1}
-              ):
-        "Push each class's known positives of the batch, newest first."
-        b, c, _ = features.shape
-        pos = target == 1
-        n = pos.sum(0)  # (C,) new entries per class
-        order = torch.sort((~pos).to(torch.int8), dim=0, stable=True).indices  # (B, C) positives first, in batch order
-        k = torch.arange(self.size, device=features.device)[:, None]  # (K, 1)
-        cls = torch.arange(c, device=features.device)
-        new = features.detach()[order.gather(0, k.clamp(max=b - 1).expand(-1, c)), cls]  # (K, C, D)
-        old = self.queue.transpose(0, 1)[(k - n).clamp(min=0), cls]  # (K, C, D): old entry k − n
-        self.queue.copy_(torch.where((k < n)[..., None], new.to(self.queue.dtype), old).transpose(0, 1))
-        self.filled.copy_((self.filled + n).clamp(max=self.size))
+# %% ../nbs/09_cst.ipynb #e5ec353f
+@patch
+@torch.no_grad()
+def update(self:FeatureQueue, features:torch.Tensor, # (B, C, D) class features of a batch
+           target:torch.Tensor, # (B, C) in {1, 0, -1}
+          ):
+    "Push each class's known positives of the batch, newest first."
+    b, c, _ = features.shape
+    pos = target == 1
+    n = pos.sum(0)  # (C,) new entries per class
+    order = torch.sort((~pos).to(torch.int8), dim=0, stable=True).indices  # (B, C) positives first, in batch order
+    k = torch.arange(self.size, device=features.device)[:, None]  # (K, 1)
+    cls = torch.arange(c, device=features.device)
+    new = features.detach()[order.gather(0, k.clamp(max=b - 1).expand(-1, c)), cls]  # (K, C, D)
+    old = self.queue.transpose(0, 1)[(k - n).clamp(min=0), cls]  # (K, C, D): old entry k − n
+    self.queue.copy_(torch.where((k < n)[..., None], new.to(self.queue.dtype), old).transpose(0, 1))
+    self.filled.copy_((self.filled + n).clamp(max=self.size))
 
-    def similarity(self, features:torch.Tensor, # (B, C, D)
-                  ) -> torch.Tensor: # (B, C) mean cosine similarity to the class's queue
-        "Mean cosine similarity of each class feature to its queue."
-        f = F.normalize(features, dim=-1, eps=1e-9)
-        q = F.normalize(self.queue.to(f.dtype), dim=-1, eps=1e-9)
-        cos = torch.einsum("bcd,ckd->bck", f, q)  # (B, C, K)
-        if self.official_zero_fill: return cos.mean(-1)
-        valid = torch.arange(self.size, device=f.device) < self.filled[:, None]  # (C, K)
-        return (cos*valid).sum(-1) / self.filled.clamp(min=1)
+# %% ../nbs/09_cst.ipynb #b737f68f
+@patch
+def similarity(self:FeatureQueue, features:torch.Tensor, # (B, C, D)
+              ) -> torch.Tensor: # (B, C) mean cosine similarity to the class's queue
+    "Mean cosine similarity of each class feature to its queue."
+    f = F.normalize(features, dim=-1, eps=1e-9)
+    q = F.normalize(self.queue.to(f.dtype), dim=-1, eps=1e-9)
+    cos = torch.einsum("bcd,ckd->bck", f, q)  # (B, C, K)
+    if self.official_zero_fill: return cos.mean(-1)
+    valid = torch.arange(self.size, device=f.device) < self.filled[:, None]  # (C, K)
+    return (cos*valid).sum(-1) / self.filled.clamp(min=1)
 
 # %% ../nbs/09_cst.ipynb #9e592766
 def kmeans_prototypes(features:np.ndarray, # (M, D) known-positive class features

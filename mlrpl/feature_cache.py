@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
@@ -156,7 +157,7 @@ def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own tran
                                    built_with=built, seconds=round(time.time() - t0, 2)), indent=1))
     return d
 
-# %% ../nbs/05d_feature_cache.ipynb #5845981f
+# %% ../nbs/05d_feature_cache.ipynb #a9915389
 class CachedFeatures(Dataset):
     "Cached trunk features as a dataset: items (index, features (C, h, w) float32, partial_target, full_target)."
     def __init__(self, dataset, # the image dataset the cache was built from: its labels, mask and class names
@@ -190,16 +191,21 @@ class CachedFeatures(Dataset):
         if self._features is None: self._features = np.load(self.cache/"features.npy", mmap_mode="r")
         return self._features
 
-    def __getstate__(self): return {**self.__dict__, "_features": None}  # workers open their own map
     def __len__(self): return self.shape[0]
     @property
     def num_classes(self) -> int: return len(self.class_names)
 
-    def __getitem__(self, i:int):
-        flip = int(self.train and bool(torch.rand(1) < 0.5))  # RandomHorizontalFlip's draw, on the global RNG
-        f = torch.from_numpy(np.array(self.features[i, flip], dtype=np.promote_types(self.features.dtype, np.float32)))  # (C, h, w)
-        return (i, f, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
+# %% ../nbs/05d_feature_cache.ipynb #024f15e6
+@patch
+def __getstate__(self:CachedFeatures): return {**self.__dict__, "_features": None}  # workers open their own map
 
-    def __repr__(self):
-        return (f"CachedFeatures({self.name!r}: {len(self)} images, {self.key['backbone']} cut at {self.key['trunk_cut']}, "
-                f"{self.key['input_size']}px, features {self.shape[2:]} {self.key['dtype']}, train={self.train})")
+@patch
+def __getitem__(self:CachedFeatures, i:int):
+    flip = int(self.train and bool(torch.rand(1) < 0.5))  # RandomHorizontalFlip's draw, on the global RNG
+    f = torch.from_numpy(np.array(self.features[i, flip], dtype=np.promote_types(self.features.dtype, np.float32)))  # (C, h, w)
+    return (i, f, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
+
+@patch
+def __repr__(self:CachedFeatures):
+    return (f"CachedFeatures({self.name!r}: {len(self)} images, {self.key['backbone']} cut at {self.key['trunk_cut']}, "
+            f"{self.key['input_size']}px, features {self.shape[2:]} {self.key['dtype']}, train={self.train})")

@@ -137,18 +137,56 @@ def _unknown(path, where:str, name:str, nb:Path, params:dict) -> GridError:
     return GridError(f"{path}: {where} sets {name!r}, which is not a parameter of {nb}{hint}; "
                      f"its parameters: {', '.join(params)}")
 
-# %% ../nbs/20_grid.ipynb #fb663d4f
-def load_grid(path:Path|str, # a grid file (YAML)
-              sets:dict|None=None, # parameter → value for every run, over the file (`--set`)
-             ) -> Grid:
-    "Read and check a grid file: its keys, its notebook, and the name and type of every value."
-    path = Path(path)
+# %% ../nbs/20_grid.ipynb #8bdce3d0
+def _read_grid_file(path:Path) -> dict:
+    "The grid file's YAML mapping, with only the keys a grid file has."
     if not path.is_file(): raise FileNotFoundError(f"grid file {path} not found")
     try: raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e: raise GridError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(raw, dict): raise GridError(f"{path} must be a YAML mapping with the keys {', '.join(GRID_KEYS)}")
     extra = [k for k in raw if k not in GRID_KEYS]
     if extra: raise GridError(f"{path}: unknown key {extra[0]!r}; a grid file has {', '.join(GRID_KEYS)}")
+    return raw
+
+# %% ../nbs/20_grid.ipynb #85caf8ff
+def _grid_values(path:Path, where:str, # the grid file, and the place in it (`base`, `variants[2]`, `--set`)
+                 d, params:dict, nb:Path, # the mapping found there; the notebook's parameters and the notebook
+                ) -> dict:
+    "A mapping of parameter: value from a grid file, each name and value checked against the notebook's parameters."
+    if d is None: return {}
+    if not isinstance(d, dict): raise GridError(f"{path}: {where} must be a mapping of parameter: value, got {d!r}")
+    out = {}
+    for k, v in d.items():
+        if k not in params: raise _unknown(path, where, k, nb, params)
+        if k in SET_BY_SWEEP: raise GridError(f"{path}: {where} sets {k}, which the sweep sets for each run "
+                                              "(<results>/<name>/...); choose the results root with --results")
+        out[k] = typed(v, params[k], f"{path}: {where}.{k}")
+    return out
+
+# %% ../nbs/20_grid.ipynb #0b85571c
+def _grid_axes(path:Path, raw:dict, values, params:dict, nb:Path) -> list[dict]:
+    "The grid's blocks, each parameter → its non-empty list of checked values (`values`: `_grid_values` for this file)."
+    grid_raw = raw.get("grid") or {}
+    blocks = grid_raw if isinstance(grid_raw, list) else [grid_raw]
+    if not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise GridError(f"{path}: grid must be a mapping of parameter: [values], or a list of them (the runs of each, joined)")
+    grid = []
+    for n, block in enumerate(blocks):
+        where, axes = "grid" if isinstance(grid_raw, dict) else f"grid[{n}]", {}
+        for k, vs in block.items():
+            if k not in params: raise _unknown(path, where, k, nb, params)
+            if not isinstance(vs, list) or not vs: raise GridError(f"{path}: {where}.{k} must be a non-empty list, got {vs!r}")
+            axes[k] = [values(where, {k: v})[k] for v in vs]
+        grid.append(axes)
+    return grid
+
+# %% ../nbs/20_grid.ipynb #67530706
+def load_grid(path:Path|str, # a grid file (YAML)
+              sets:dict|None=None, # parameter → value for every run, over the file (`--set`)
+             ) -> Grid:
+    "Read and check a grid file: its keys, its notebook, and the name and type of every value."
+    path = Path(path)
+    raw = _read_grid_file(path)
     name = str(raw.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise GridError(f"{path}: name {name!r} must be a folder name (letters, digits, '.', '_', '-')")
@@ -162,30 +200,9 @@ def load_grid(path:Path|str, # a grid file (YAML)
     if missing: raise GridError(f"{path}: the sweep names run folders by {', '.join(NAMING)} and passes results_dir, "
                                 f"but {nb} has no parameter {', '.join(missing)}")
 
-    def values(where:str, d) -> dict:
-        if d is None: return {}
-        if not isinstance(d, dict): raise GridError(f"{path}: {where} must be a mapping of parameter: value, got {d!r}")
-        out = {}
-        for k, v in d.items():
-            if k not in params: raise _unknown(path, where, k, nb, params)
-            if k in SET_BY_SWEEP: raise GridError(f"{path}: {where} sets {k}, which the sweep sets for each run "
-                                                  "(<results>/<name>/...); choose the results root with --results")
-            out[k] = typed(v, params[k], f"{path}: {where}.{k}")
-        return out
-
+    values = lambda where, d: _grid_values(path, where, d, params, nb)
     base = values("base", raw.get("base"))
-    grid_raw = raw.get("grid") or {}
-    blocks = grid_raw if isinstance(grid_raw, list) else [grid_raw]
-    if not blocks or not all(isinstance(b, dict) for b in blocks):
-        raise GridError(f"{path}: grid must be a mapping of parameter: [values], or a list of them (the runs of each, joined)")
-    grid = []
-    for n, block in enumerate(blocks):
-        where, axes = "grid" if isinstance(grid_raw, dict) else f"grid[{n}]", {}
-        for k, vs in block.items():
-            if k not in params: raise _unknown(path, where, k, nb, params)
-            if not isinstance(vs, list) or not vs: raise GridError(f"{path}: {where}.{k} must be a non-empty list, got {vs!r}")
-            axes[k] = [values(where, {k: v})[k] for v in vs]
-        grid.append(axes)
+    grid = _grid_axes(path, raw, values, params, nb)
     vars_raw = raw.get("variants")
     if vars_raw is not None and (not isinstance(vars_raw, list) or not vars_raw):
         raise GridError(f"{path}: variants must be a non-empty list of mappings")

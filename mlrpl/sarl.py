@@ -9,12 +9,13 @@ import math
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 # %% auto #0
 __all__ = ['SemanticDecoupling', 'GatedGNN', 'ElementWiseLinear', 'SARLHead']
 
-# %% ../nbs/06_sarl.ipynb #460de645
+# %% ../nbs/06_sarl.ipynb #2d123fea
 class SemanticDecoupling(nn.Module):
     "Per-class attention over locations, guided by class-name embeddings; returns class features and maps."
     def __init__(self, num_classes:int, # C
@@ -29,23 +30,26 @@ class SemanticDecoupling(nn.Module):
         self.fc3 = nn.Linear(inter_dim, inter_dim)
         self.fc4 = nn.Linear(inter_dim, 1)
 
-    def scores(self, x:torch.Tensor, # (B, P, D) features of the P = H·W locations
-               words:torch.Tensor, # (C, E)
-              ) -> torch.Tensor: # (B, P, C) attention logits
-        "score(p, c) = fc4(fc3(tanh(fc1(x_p) ⊙ fc2(w_c)))), with fc3 and fc4 fused into one vector."
-        v = (self.fc4.weight @ self.fc3.weight).squeeze(0)  # (I,): fc4∘fc3 is linear
-        c = self.fc4.weight @ self.fc3.bias + self.fc4.bias  # (1,)
-        z = torch.tanh(self.fc1(x).unsqueeze(2) * self.fc2(words))  # (B, P, C, I), broadcast, no copies
-        return z @ v + c  # (B, P, C)
+# %% ../nbs/06_sarl.ipynb #359a4a31
+@patch
+def scores(self:SemanticDecoupling, x:torch.Tensor, # (B, P, D) features of the P = H·W locations
+           words:torch.Tensor, # (C, E)
+          ) -> torch.Tensor: # (B, P, C) attention logits
+    "score(p, c) = fc4(fc3(tanh(fc1(x_p) ⊙ fc2(w_c)))), with fc3 and fc4 fused into one vector."
+    v = (self.fc4.weight @ self.fc3.weight).squeeze(0)  # (I,): fc4∘fc3 is linear
+    c = self.fc4.weight @ self.fc3.bias + self.fc4.bias  # (1,)
+    z = torch.tanh(self.fc1(x).unsqueeze(2) * self.fc2(words))  # (B, P, C, I), broadcast, no copies
+    return z @ v + c  # (B, P, C)
 
-    def forward(self, fmap:torch.Tensor, # (B, D, H, W) backbone feature map
-                words:torch.Tensor, # (C, E) class-name embeddings
-               ) -> tuple[torch.Tensor, torch.Tensor]: # class features (B, C, D), attention (B, C, H, W)
-        b, d, h, w = fmap.shape
-        x = fmap.flatten(2).transpose(1, 2)  # (B, P, D)
-        a = self.scores(x, words).softmax(dim=1)  # (B, P, C): each class's attention sums to 1 over locations
-        f = torch.einsum("bpc,bpd->bcd", a, x)  # (B, C, D) attended sums
-        return f, a.transpose(1, 2).reshape(b, self.num_classes, h, w)
+@patch
+def forward(self:SemanticDecoupling, fmap:torch.Tensor, # (B, D, H, W) backbone feature map
+            words:torch.Tensor, # (C, E) class-name embeddings
+           ) -> tuple[torch.Tensor, torch.Tensor]: # class features (B, C, D), attention (B, C, H, W)
+    b, d, h, w = fmap.shape
+    x = fmap.flatten(2).transpose(1, 2)  # (B, P, D)
+    a = self.scores(x, words).softmax(dim=1)  # (B, P, C): each class's attention sums to 1 over locations
+    f = torch.einsum("bpc,bpd->bcd", a, x)  # (B, C, D) attended sums
+    return f, a.transpose(1, 2).reshape(b, self.num_classes, h, w)
 
 # %% ../nbs/06_sarl.ipynb #9385308d
 class GatedGNN(nn.Module):
@@ -87,7 +91,7 @@ class ElementWiseLinear(nn.Module):
                ) -> torch.Tensor: # (B, C)
         return torch.einsum("bcd,cd->bc", x, self.weight) + self.bias
 
-# %% ../nbs/06_sarl.ipynb #e3feeca8
+# %% ../nbs/06_sarl.ipynb #5af0ec1c
 class SARLHead(nn.Module):
     "Semantic decoupling → gated GNN → per-class classifier, on a backbone feature map."
     def __init__(self, adjacency, # (C, C) label graph A from the known training positives
@@ -110,19 +114,23 @@ class SARLHead(nn.Module):
         self.fc = nn.Linear(2*img_dim, out_dim)
         self.classifier = ElementWiseLinear(c, out_dim)
 
-    def decouple(self, fmap:torch.Tensor, # (B, D, H, W)
-                ) -> tuple[torch.Tensor, torch.Tensor]: # class features f (B, C, D), attention (B, C, H, W)
-        "Class features and their attention maps."
-        return self.decoupling(fmap, self.words)
+# %% ../nbs/06_sarl.ipynb #43627c22
+@patch
+def decouple(self:SARLHead, fmap:torch.Tensor, # (B, D, H, W)
+            ) -> tuple[torch.Tensor, torch.Tensor]: # class features f (B, C, D), attention (B, C, H, W)
+    "Class features and their attention maps."
+    return self.decoupling(fmap, self.words)
 
-    def classify(self, f:torch.Tensor, # (B, C, D) class features
-                ) -> torch.Tensor: # (B, C) logits
-        "Propagate over the label graph and score each class."
-        h = self.gnn(f, self.adj)  # (B, C, D)
-        o = torch.tanh(self.fc(torch.cat((h, f), -1)))  # (B, C, out_dim)
-        return self.classifier(o)
+@patch
+def classify(self:SARLHead, f:torch.Tensor, # (B, C, D) class features
+            ) -> torch.Tensor: # (B, C) logits
+    "Propagate over the label graph and score each class."
+    h = self.gnn(f, self.adj)  # (B, C, D)
+    o = torch.tanh(self.fc(torch.cat((h, f), -1)))  # (B, C, out_dim)
+    return self.classifier(o)
 
-    def forward(self, fmap:torch.Tensor) -> dict:
-        "Logits (B, C), class features (B, C, D) and attention maps (B, C, H, W)."
-        f, attn = self.decouple(fmap)
-        return dict(logits=self.classify(f), features=f, attention=attn)
+@patch
+def forward(self:SARLHead, fmap:torch.Tensor) -> dict:
+    "Logits (B, C), class features (B, C, D) and attention maps (B, C, H, W)."
+    f, attn = self.decouple(fmap)
+    return dict(logits=self.classify(f), features=f, attention=attn)

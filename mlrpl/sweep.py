@@ -24,6 +24,7 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from fastcore.basics import patch
 from jupyter_client import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
@@ -102,7 +103,7 @@ def shutdown(km:AsyncKernelManager, alive:bool=True):
             run_sync(km.finish_shutdown)(waittime=5)
     finally: run_sync(km.cleanup_resources)()  # also those of a kernel that died
 
-# %% ../nbs/20b_sweep.ipynb #8756e3a6
+# %% ../nbs/20b_sweep.ipynb #751c7858
 class _Kernel:
     "A worker's kernel, kept from run to run; what its process writes goes to the log of the run it is on."
     def __init__(self, name:str):
@@ -113,33 +114,39 @@ class _Kernel:
         for line in iter(stream.readline, b""):
             with self.lock: self.sink.write(line.decode(errors="replace")); self.sink.flush()
 
-    def start(self, cwd:str, env:dict):
-        "A new kernel in `cwd`, with `env` over the worker's environment (the last one shut down)."
-        self.stop()
-        self.km, self.proc, self.cwd, self.env, self.used = _Manager(kernel_name=self.name), None, cwd, env, False
-        run_sync(self.km.start_kernel)(cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.proc = self.km.provisioner.process  # kept: the manager forgets it once the kernel has ended
-        threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
+# %% ../nbs/20b_sweep.ipynb #61debac7
+@patch
+def start(self:_Kernel, cwd:str, env:dict):
+    "A new kernel in `cwd`, with `env` over the worker's environment (the last one shut down)."
+    self.stop()
+    self.km, self.proc, self.cwd, self.env, self.used = _Manager(kernel_name=self.name), None, cwd, env, False
+    run_sync(self.km.start_kernel)(cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    self.proc = self.km.provisioner.process  # kept: the manager forgets it once the kernel has ended
+    threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
 
-    def died(self) -> str|None:
-        "How the kernel ended (its exit reaped), or None while it runs."
-        rc = self.proc.poll() if self.proc is not None else None
-        return None if rc is None else f"the kernel (pid {self.proc.pid}) died: {exit_status(rc)}"
+@patch
+def died(self:_Kernel) -> str|None:
+    "How the kernel ended (its exit reaped), or None while it runs."
+    rc = self.proc.poll() if self.proc is not None else None
+    return None if rc is None else f"the kernel (pid {self.proc.pid}) died: {exit_status(rc)}"
 
-    def stop(self):
-        "Shut the kernel down (`shutdown`) and reap it."
-        if self.km is None: return
-        try: shutdown(self.km, alive=self.died() is None)
-        finally:
-            if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.wait()
-            self.km = None
+# %% ../nbs/20b_sweep.ipynb #b416a55e
+@patch
+def stop(self:_Kernel):
+    "Shut the kernel down (`shutdown`) and reap it."
+    if self.km is None: return
+    try: shutdown(self.km, alive=self.died() is None)
+    finally:
+        if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.wait()
+        self.km = None
 
-    def reset(self):
-        "Clear what the last run left in the namespace and the execution counter (not the imported modules)."
-        kc = self.km.client(); kc.start_channels()
-        run_sync(kc.wait_for_ready)(timeout=60)
-        reply = run_sync(kc.execute_interactive)(RESET, store_history=False, timeout=60, output_hook=lambda msg: None)
-        if reply["content"]["status"] != "ok": raise RuntimeError(f"kernel {self.name}: clearing the last run failed: {reply['content']}")
+@patch
+def reset(self:_Kernel):
+    "Clear what the last run left in the namespace and the execution counter (not the imported modules)."
+    kc = self.km.client(); kc.start_channels()
+    run_sync(kc.wait_for_ready)(timeout=60)
+    reply = run_sync(kc.execute_interactive)(RESET, store_history=False, timeout=60, output_hook=lambda msg: None)
+    if reply["content"]["status"] != "ok": raise RuntimeError(f"kernel {self.name}: clearing the last run failed: {reply['content']}")
 
 # %% ../nbs/20b_sweep.ipynb #b9118ab5
 def _run_job(k:_Kernel, job:dict, fresh:bool=False) -> str|None:
@@ -307,7 +314,7 @@ def lock_sweep(folder:Path, # the sweep's folder (it exists)
             who = (f"pid {h.get('pid')} on {h.get('host')}, started {h.get('started')}: {h.get('command')}" if h else "a process")
             raise SweepError(f"the sweep folder {folder} is in use by another sweep ({who}"
                              + ("; it has ended, its workers have not" if gone else "")
-                             + f"); wait for it to end or stop it, or run this one into another --results folder")
+                             + "); wait for it to end or stop it, or run this one into another --results folder")
         time.sleep(0.2)
     if (h := _holder(path)).get("pid") is not None:
         say(f"{path}: taken over from sweep pid {h['pid']} (started {h.get('started')}), which ended without releasing it")
