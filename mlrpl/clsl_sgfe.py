@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .sarl import tanh_dot
+
 # %% auto #0
 __all__ = ['LowRankBilinearAttention', 'SGFE']
 
@@ -28,8 +30,7 @@ class LowRankBilinearAttention(nn.Module):
                ) -> torch.Tensor: # (B, C, P) scores
         u = self.target_linear.weight[0] @ self.hidden_linear.weight  # (A,)
         b = self.target_linear.weight[0] @ self.hidden_linear.bias + self.target_linear.bias  # (1,)
-        t = torch.tanh(self.linear2(v)[:, :, None] * self.linear1(x)[:, None])  # (B, C, P, A)
-        return t @ u + b
+        return tanh_dot(self.linear2(v)[:, :, None], self.linear1(x)[:, None], u, b)  # (B, C, P, A) broadcast
 
 # %% ../nbs/18_clsl_sgfe.ipynb #aaa960d2
 class SGFE(nn.Module):

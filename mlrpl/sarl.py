@@ -13,7 +13,16 @@ from fastcore.basics import patch
 from torch import nn
 
 # %% auto #0
-__all__ = ['SemanticDecoupling', 'GatedGNN', 'ElementWiseLinear', 'SARLHead']
+__all__ = ['tanh_dot', 'SemanticDecoupling', 'GatedGNN', 'ElementWiseLinear', 'SARLHead']
+
+# %% ../nbs/06_sarl.ipynb #b4e9f1a3
+def tanh_dot(a:torch.Tensor, # (..., I), broadcast against b
+             b:torch.Tensor, # (..., I)
+             u:torch.Tensor, # (I,)
+             c:torch.Tensor|float=0.0, # bias, added to every score
+            ) -> torch.Tensor: # a ⊙ b's shape without its last axis
+    "u·tanh(a ⊙ b) + c, computed as (2u)·σ(2a ⊙ b) + (c − Σu) (eq. 1): one sigmoid instead of a tanh."
+    return torch.sigmoid((2*a)*b) @ (2*u) + (c - u.sum())
 
 # %% ../nbs/06_sarl.ipynb #2d123fea
 class SemanticDecoupling(nn.Module):
@@ -38,8 +47,7 @@ def scores(self:SemanticDecoupling, x:torch.Tensor, # (B, P, D) features of the 
     "score(p, c) = fc4(fc3(tanh(fc1(x_p) ⊙ fc2(w_c)))), with fc3 and fc4 fused into one vector."
     v = (self.fc4.weight @ self.fc3.weight).squeeze(0)  # (I,): fc4∘fc3 is linear
     c = self.fc4.weight @ self.fc3.bias + self.fc4.bias  # (1,)
-    z = torch.tanh(self.fc1(x).unsqueeze(2) * self.fc2(words))  # (B, P, C, I), broadcast, no copies
-    return z @ v + c  # (B, P, C)
+    return tanh_dot(self.fc1(x).unsqueeze(2), self.fc2(words), v, c)  # (B, P, C), (B, P, C, I) broadcast, no copies
 
 @patch
 def forward(self:SemanticDecoupling, fmap:torch.Tensor, # (B, D, H, W) backbone feature map
@@ -69,10 +77,9 @@ class GatedGNN(nn.Module):
         d = self.dim
         for _ in range(self.time_steps):
             m = torch.cat((torch.einsum("ij,bjd->bid", adj, h), torch.einsum("ji,bjd->bid", adj, h)), -1)  # (B, C, 2D)
-            wm, uh = self.w(m), self.u_zr(h)  # (B, C, 3D), (B, C, 2D)
-            z = torch.sigmoid(wm[..., :d] + uh[..., :d])
-            r = torch.sigmoid(wm[..., d:2*d] + uh[..., d:])
-            cand = torch.tanh(wm[..., 2*d:] + self.u_h(r*h))
+            (wz, wr, wh), (uz, ur) = self.w(m).split(d, -1), self.u_zr(h).split(d, -1)  # split, not sliced: one gradient copy back
+            z, r = torch.sigmoid(wz + uz), torch.sigmoid(wr + ur)
+            cand = torch.tanh(wh + self.u_h(r*h))
             h = (1 - z)*h + z*cand
         return h
 
