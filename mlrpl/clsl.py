@@ -14,6 +14,7 @@ from torch import nn
 
 from .clsl_features import SRFL, TokenEncoder
 from .clsl_sgfe import SGFE
+from .losses import asl_terms
 from .methods import METHODS, Method, StepContext, _backbone, _fields
 
 # %% auto #0
@@ -30,14 +31,9 @@ def clsl_asl(logits:torch.Tensor, # (B, C)
             ) -> torch.Tensor: # scalar
     "CLSL's asymmetric loss: -Σ_known ℓ · scale with `known`, else -Σ ℓ/(B·C) · scale; focusing weights not differentiated."
     y = target.to(logits.dtype)
-    p = torch.sigmoid(logits)
-    q = (1 - p + clip).clamp(max=1) if clip > 0 else 1 - p
-    loss = y*torch.log(p.clamp(min=eps)) + (1 - y)*torch.log(q.clamp(min=eps))
-    if gamma_neg > 0 or gamma_pos > 0:
-        with torch.no_grad(): w = torch.pow(1 - p*y - q*(1 - y), gamma_pos*y + gamma_neg*(1 - y))
-        loss = loss*w
-    if known is None: return -loss.sum()/loss.numel()*scale
-    return -loss[known].sum()*scale
+    loss = asl_terms(logits, y, 1 - y, gamma_neg, gamma_pos, clip, eps, focus_grad=False)  # (B, C), the HCP family's ASL per entry
+    if known is None: return loss.sum()/loss.numel()*scale
+    return loss[known].sum()*scale
 
 # %% ../nbs/19_clsl.ipynb #7f90d6f2
 def recover_labels(refined_logits:torch.Tensor, # (B, C) s1, the refined branch's logits

@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['partial_bce', 'asymmetric_loss', 'pair_index', 'pair_targets', 'cooccurrence_loss', 'instance_contrastive_loss',
-           'prototype_similarity', 'prototype_contrastive_loss', 'assume_negative_bce', 'durand_bce']
+__all__ = ['partial_bce', 'asl_terms', 'asymmetric_loss', 'pair_index', 'pair_targets', 'cooccurrence_loss',
+           'instance_contrastive_loss', 'prototype_similarity', 'prototype_contrastive_loss', 'assume_negative_bce',
+           'durand_bce']
 
 # %% ../nbs/07_losses.ipynb #e600f24e
 def partial_bce(logits:torch.Tensor, # (B, C)
@@ -26,13 +27,21 @@ def partial_bce(logits:torch.Tensor, # (B, C)
     return loss.sum() / known.sum().clamp(min=1)  # no known entry: 0, not NaN
 
 # %% ../nbs/07_losses.ipynb #ac890274
-def _asl_terms(logits, pos, neg, gamma_neg, gamma_pos, clip, eps):
+def asl_terms(logits:torch.Tensor, # (..., C)
+              pos:torch.Tensor, neg:torch.Tensor, # weights of the positive and the negative term: {0, 1} masks, or y and 1 − y for soft targets
+              gamma_neg:float, gamma_pos:float, # focusing exponents
+              clip:float|None, # probability shift of negatives (0 or None: none)
+              eps:float, # floor of the probabilities inside the logs
+              focus_grad:bool=True, # differentiate the focusing weights (HCP's ASL); CLSL's release holds them constant
+             ) -> torch.Tensor: # per-entry loss, logits' shape
+    "ASL per entry: −(pos·log p + neg·log p₋)·(1 − p_t)^(γ₊pos + γ₋neg), p₋ = min(1 − p + clip, 1), p_t = p·pos + p₋·neg."
     p = torch.sigmoid(logits)
     p_neg = (1 - p + clip).clamp(max=1) if clip is not None and clip > 0 else 1 - p
     loss = -(pos*torch.log(p.clamp(min=eps)) + neg*torch.log(p_neg.clamp(min=eps)))
     if gamma_neg > 0 or gamma_pos > 0:
-        pt = p*pos + p_neg*neg
-        loss = loss * torch.pow(1 - pt, gamma_pos*pos + gamma_neg*neg)
+        with torch.set_grad_enabled(focus_grad and torch.is_grad_enabled()):
+            w = torch.pow(1 - (p*pos + p_neg*neg), gamma_pos*pos + gamma_neg*neg)
+        loss = loss*w
     return loss
 
 # %% ../nbs/07_losses.ipynb #2c545505
@@ -45,7 +54,7 @@ def asymmetric_loss(logits:torch.Tensor, # (B, C)
     "Asymmetric loss (ASL) on the known entries."
     t = target.to(logits.dtype)
     pos, neg = (t > margin).to(logits.dtype), (t < -margin).to(logits.dtype)
-    return _asl_terms(logits, pos, neg, gamma_neg, gamma_pos, clip, eps).mean()
+    return asl_terms(logits, pos, neg, gamma_neg, gamma_pos, clip, eps).mean()
 
 # %% ../nbs/07_losses.ipynb #a28d707b
 def pair_index(num_classes:int, device=None) -> torch.Tensor:
@@ -67,7 +76,7 @@ def cooccurrence_loss(pair_logits:torch.Tensor, # (B, C(C−1)/2) IST's co-occur
                      ) -> torch.Tensor: # scalar
     "ASL of the pair logits against 'both known positive'."
     t = pair_targets(target).to(pair_logits.dtype)
-    return _asl_terms(pair_logits, t, 1 - t, gamma_neg, gamma_pos, clip, eps).mean()
+    return asl_terms(pair_logits, t, 1 - t, gamma_neg, gamma_pos, clip, eps).mean()
 
 # %% ../nbs/07_losses.ipynb #c7aa562a
 def instance_contrastive_loss(features:torch.Tensor, # (B, C, D) class features
