@@ -99,13 +99,7 @@ class MultiLabelDataset(Dataset):
             raise ValueError(f"{name}: mask_file={str(mask_file)!r} is only applied with mask_scheme='file', but "
                              f"mask_scheme={mask_scheme!r}: pass mask_scheme='file' to use the file, or leave mask_file out")
         self._check_positives()
-        self.known_prop, self.mask_scheme, self.seed = known_prop, mask_scheme, seed
-        self.partial = drop_labels(self.labels, known_prop, mask_scheme, seed, mask_file, dataset=self._mask_names())
-        if not (self.partial == POS).any():
-            how = f"mask_file={str(mask_file)!r}" if mask_scheme == "file" else f"known_prop={known_prop}, mask_scheme={mask_scheme!r}, seed={seed}"
-            raise ValueError(f"{name}: masking ({how}) leaves no known positive label ({int((self.partial != 0).sum()):,} of "
-                             f"{self.partial.size:,} entries known, none positive), so every method would train on nothing; "
-                             "raise known_prop or check the mask")
+        self._mask(known_prop, mask_scheme, seed, mask_file)
 
     def __len__(self): return len(self.images)
     @property
@@ -126,6 +120,17 @@ def _mask_names(self:MultiLabelDataset) -> list[str]:
     base, _, split = self.name.partition("/")
     reg = _BUILDING.get()
     return ([f"{reg}/{split}" if split else reg, reg] if reg else []) + [self.name, base]
+
+@patch
+def _mask(self:MultiLabelDataset, known_prop, mask_scheme:str, seed:int, mask_file):
+    "`partial`: the labels with the unknown entries set to 0; a mask that leaves no known positive is an error."
+    self.known_prop, self.mask_scheme, self.seed = known_prop, mask_scheme, seed
+    self.partial = drop_labels(self.labels, known_prop, mask_scheme, seed, mask_file, dataset=self._mask_names())
+    if not (self.partial == POS).any():
+        how = f"mask_file={str(mask_file)!r}" if mask_scheme == "file" else f"known_prop={known_prop}, mask_scheme={mask_scheme!r}, seed={seed}"
+        raise ValueError(f"{self.name}: masking ({how}) leaves no known positive label ({int((self.partial != 0).sum()):,} of "
+                         f"{self.partial.size:,} entries known, none positive), so every method would train on nothing; "
+                         "raise known_prop or check the mask")
 
 # %% ../nbs/02_data.ipynb #a343f8c4
 @patch

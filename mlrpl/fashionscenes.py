@@ -87,6 +87,44 @@ def load_digits_source(split:str="train") -> tuple[np.ndarray, np.ndarray]:
     sl = slice(0, 1200) if split == "train" else slice(1200, None)
     return x[sl], d.target[sl].astype(np.int64)
 
+# %% ../nbs/02b_fashionscenes.ipynb #b5e4c9f2
+def _draw(rng:np.random.Generator, labels:np.ndarray, outfits:list[list[int]], n:int, cooc:float, num_classes:int,
+          min_objects:int, max_objects:int, grid:int) -> tuple[np.ndarray, ...]:
+    "Every random draw of a split, in one order: garments per scene (n,); each slot's class, grid cell and source image (n, max_objects)."
+    m = max_objects
+    k = rng.integers(min_objects, max_objects + 1, n)  # garments per scene
+    outfit = rng.integers(len(outfits), size=n)
+    from_outfit = rng.random((n, m)) < cooc
+    pick = rng.random((n, m))
+    sizes = np.array([len(o) for o in outfits])
+    table = np.full((len(outfits), sizes.max()), -1)  # (outfits, largest outfit): each outfit's classes, padded with -1
+    for i, o in enumerate(outfits): table[i, :len(o)] = o
+    cls_outfit = table[outfit[:, None], (pick*sizes[outfit][:, None]).astype(int)]
+    cls = np.where(from_outfit, cls_outfit, (rng.random((n, m))*num_classes).astype(int))  # (n, m)
+    cells = np.argsort(rng.random((n, grid*grid)), 1)[:, :m]  # distinct cells per scene
+    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    u = rng.random((n, m))
+    src = np.array([[by_class[c][int(v*len(by_class[c]))] for c, v in zip(row, urow)] for row, urow in zip(cls, u)])
+    return k, cls, cells, src
+
+# %% ../nbs/02b_fashionscenes.ipynb #c6f5daf3
+def _paste(images:np.ndarray, k:np.ndarray, cls:np.ndarray, cells:np.ndarray, src:np.ndarray, grid:int):
+    "The scenes (n, 28g, 28g) and, per scene, [(class, [x, y, w, h])]: each garment in its cell, boxed tight around its pixels above 20."
+    n, side = len(k), images.shape[1]
+    canvas = np.zeros((n, grid*side, grid*side), np.uint8)
+    objects = []
+    for i in range(n):
+        objs = []
+        for j in range(k[i]):
+            r, c = divmod(int(cells[i, j]), grid)
+            g = images[src[i, j]]
+            canvas[i, r*side:(r+1)*side, c*side:(c+1)*side] = g
+            ys, xs = np.nonzero(g > 20)
+            x0, y0, x1, y1 = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if xs.size else (0, 0, side, side)
+            objs.append((int(cls[i, j]), [int(c*side + x0), int(r*side + y0), int(x1 - x0), int(y1 - y0)]))
+        objects.append(objs)
+    return canvas, objects
+
 # %% ../nbs/02b_fashionscenes.ipynb #942d91de
 def compose_scenes(images:np.ndarray, # (M, 28, 28) uint8 source garments
                    labels:np.ndarray, # (M,) their classes 0..K-1
@@ -104,33 +142,33 @@ def compose_scenes(images:np.ndarray, # (M, 28, 28) uint8 source garments
     missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
     if missing: raise ValueError(f"the source images have no example of classes {missing}")
     rng = np.random.default_rng(seed)
-    side, m = images.shape[1], max_objects
-    k = rng.integers(min_objects, max_objects + 1, n)  # garments per scene
-    outfit = rng.integers(len(outfits), size=n)
-    from_outfit = rng.random((n, m)) < cooc
-    pick = rng.random((n, m))
-    sizes = np.array([len(o) for o in outfits])
-    table = np.full((len(outfits), sizes.max()), -1)  # (outfits, largest outfit): each outfit's classes, padded with -1
-    for i, o in enumerate(outfits): table[i, :len(o)] = o
-    cls_outfit = table[outfit[:, None], (pick*sizes[outfit][:, None]).astype(int)]
-    cls = np.where(from_outfit, cls_outfit, (rng.random((n, m))*num_classes).astype(int))  # (n, m)
-    cells = np.argsort(rng.random((n, grid*grid)), 1)[:, :m]  # distinct cells per scene
-    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
-    u = rng.random((n, m))
-    src = np.array([[by_class[c][int(v*len(by_class[c]))] for c, v in zip(row, urow)] for row, urow in zip(cls, u)])
-    canvas = np.zeros((n, grid*side, grid*side), np.uint8)
-    objects = []
-    for i in range(n):
-        objs = []
-        for j in range(k[i]):
-            r, c = divmod(int(cells[i, j]), grid)
-            g = images[src[i, j]]
-            canvas[i, r*side:(r+1)*side, c*side:(c+1)*side] = g
-            ys, xs = np.nonzero(g > 20)
-            x0, y0, x1, y1 = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if xs.size else (0, 0, side, side)
-            objs.append((int(cls[i, j]), [int(c*side + x0), int(r*side + y0), int(x1 - x0), int(y1 - y0)]))
-        objects.append(objs)
-    return canvas, objects
+    k, cls, cells, src = _draw(rng, labels, outfits, n, cooc, num_classes, min_objects, max_objects, grid)
+    return _paste(images, k, cls, cells, src, grid)
+
+# %% ../nbs/02b_fashionscenes.ipynb #d7a6ebf4
+def _write_split(root:Path, split:str, scenes:np.ndarray, objects:list, cats:list[dict], params:dict, bar):
+    "images/<split>/*.png and annotations/instances_<split>.json (COCO: images, annotations with boxes, categories)."
+    d = root/"images"/split; d.mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i, (im, objs) in enumerate(zip(scenes, objects)):
+        fn = f"{split}_{i:06d}.png"
+        Image.fromarray(im).save(d/fn, compress_level=1)
+        bar.update(1)
+        images.append(dict(id=i + 1, file_name=fn, width=im.shape[1], height=im.shape[0]))
+        anns += [dict(id=len(anns) + 1, image_id=i + 1, category_id=c + 1, bbox=b, area=float(b[2]*b[3]), iscrowd=0)
+                 for c, b in objs]
+    info = dict(description=f"FashionScenes {split}", params=params)
+    (root/"annotations"/f"instances_{split}.json").write_text(json.dumps(dict(info=info, images=images, annotations=anns, categories=cats)))
+
+# %% ../nbs/02b_fashionscenes.ipynb #e8b7fc05
+def _made(root:Path, params:dict, overwrite:bool) -> bool:
+    "Whether `root` holds a finished FashionScenes of these parameters; one made with others is an error unless `overwrite`."
+    rec = root/"fashionscenes.json"
+    if not rec.is_file(): return False
+    old = json.loads(rec.read_text())
+    if old.get("params") == params and old.get("complete"): return True
+    if not overwrite: raise FileExistsError(f"{root} holds FashionScenes made with {old.get('params')}; pass overwrite=True to replace it")
+    return False
 
 # %% ../nbs/02b_fashionscenes.ipynb #b07ab52d
 SCENE_GARMENTS = slice(0, 30000)  # the Fashion-MNIST training images scenes are made of; 30,000-59,999 pre-train GarmentNet
@@ -149,11 +187,7 @@ def write_fashion_scenes(root, # output folder
     elif source == "digits": loader, names, outfits = load_digits_source, DIGIT_CLASSES, DIGIT_OUTFITS
     else: raise ValueError(f"source must be 'fashion-mnist' or 'digits', got {source!r}")
     params = dict(n_train=n_train, n_val=n_val, cooc=cooc, seed=seed, source=source, version=2)  # 2: train scenes from SCENE_GARMENTS only
-    rec = root/"fashionscenes.json"
-    if rec.is_file():
-        old = json.loads(rec.read_text())
-        if old.get("params") == params and old.get("complete"): return root
-        if not overwrite: raise FileExistsError(f"{root} holds FashionScenes made with {old.get('params')}; pass overwrite=True to replace it")
+    if _made(root, params, overwrite): return root
     t0 = time.time()
     col = {n: j for j, n in enumerate(names)}
     outfit_idx = [[col[n] for n in o] for o in outfits.values()]
@@ -163,20 +197,9 @@ def write_fashion_scenes(root, # output folder
         for split, n, src_split, s in (("train", n_train, "train", seed), ("val", n_val, "test", seed + 1)):
             x, y = loader(src_split)
             if source == "fashion-mnist" and src_split == "train": x, y = x[SCENE_GARMENTS], y[SCENE_GARMENTS]  # never GarmentNet's
-            scenes, objects = compose_scenes(x, y, outfit_idx, n, cooc, s, len(names))
-            d = root/"images"/split; d.mkdir(parents=True, exist_ok=True)
-            images, anns = [], []
-            for i, (im, objs) in enumerate(zip(scenes, objects)):
-                fn = f"{split}_{i:06d}.png"
-                Image.fromarray(im).save(d/fn, compress_level=1)
-                bar.update(1)
-                images.append(dict(id=i + 1, file_name=fn, width=im.shape[1], height=im.shape[0]))
-                anns += [dict(id=len(anns) + 1, image_id=i + 1, category_id=c + 1, bbox=b, area=float(b[2]*b[3]), iscrowd=0)
-                         for c, b in objs]
-            info = dict(description=f"FashionScenes {split}", params=params)
-            (root/"annotations"/f"instances_{split}.json").write_text(json.dumps(dict(info=info, images=images, annotations=anns, categories=cats)))
-    rec.write_text(json.dumps(dict(params=params, complete=True, seconds=round(time.time() - t0, 2),
-                                   outfits=outfits, classes=list(names)), indent=1))
+            _write_split(root, split, *compose_scenes(x, y, outfit_idx, n, cooc, s, len(names)), cats, params, bar)
+    (root/"fashionscenes.json").write_text(json.dumps(dict(params=params, complete=True, seconds=round(time.time() - t0, 2),
+                                                     outfits=outfits, classes=list(names)), indent=1))
     return root
 
 # %% ../nbs/02b_fashionscenes.ipynb #a1353582

@@ -110,6 +110,40 @@ def _sha1_file(path:Path, chunk:int=1 << 24) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/05d_feature_cache.ipynb #f3c2a7d9
+def _fill(loader, # batches of (indices (b,), trunk features (b, F, C, h, w), or images on a GPU)
+          arr:Path, dataset, trunk:nn.Module, on_cpu:bool, dtype:np.dtype, label:str, progress:bool) -> list[int]:
+    "Write every batch into a new memory-mapped `arr` (one row per image of `dataset`); its shape. Features that are not finite or overflow `dtype` are an error."
+    out = None
+    with Progress(len(dataset), label, "images", enable=progress) as bar:
+        for idx, f in loader:
+            if not on_cpu: f = _trunk_batch(trunk, f)
+            f = f.numpy()
+            if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
+                raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
+                                 f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
+            if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
+            out[idx.numpy()] = f.astype(dtype)
+            bar.update(len(idx))
+    out.flush(); shape = list(out.shape); del out
+    return shape
+
+# %% ../nbs/05d_feature_cache.ipynb #a4d3b8e1
+def _complete(d:Path, key:dict) -> bool:
+    "Whether `d` holds a finished cache of this key."
+    rec = d/"cache.json"
+    if not rec.is_file(): return False
+    old = json.loads(rec.read_text())
+    return bool(old.get("complete")) and old.get("key") == key and (d/"features.npy").is_file()
+
+def _record(d:Path, key:dict, shape:list[int], trunk:nn.Module, workers:int, batch_size:int, t0:float):
+    "cache.json, the mark of a finished cache: its key, the array's shape, size and SHA-1, and how it was built."
+    arr = d/"features.npy"
+    built = dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                 device=str(next(trunk.parameters()).device), workers=workers, batch_size=batch_size)
+    (d/"cache.json").write_text(json.dumps(dict(key=key, complete=True, shape=shape, bytes=arr.stat().st_size, sha1=_sha1_file(arr),
+                                                built_with=built, seconds=round(time.time() - t0, 2)), indent=1))
+
 # %% ../nbs/05d_feature_cache.ipynb #cb38a553
 def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own transform is not used)
                         backbone:FeatureExtractor, # its trunk computes the features, on the device of its weights
@@ -128,33 +162,17 @@ def build_feature_cache(dataset, # an mlrpl.data.MultiLabelDataset (its own tran
     input_size = int(input_size or backbone.input_size)
     key = feature_cache_key(dataset, backbone, input_size, flips, dtype)
     d = feature_cache_dir(key, root)
-    rec, arr = d/"cache.json", d/"features.npy"
-    if rec.is_file():
-        old = json.loads(rec.read_text())
-        if old.get("complete") and old.get("key") == key and arr.is_file(): return d
+    if _complete(d, key): return d
     d.mkdir(parents=True, exist_ok=True)
-    rec.unlink(missing_ok=True)  # an unfinished build starts over
-    t0, out = time.time(), None
-    on_cpu = next(backbone.trunk.parameters()).device.type == "cpu"
+    (d/"cache.json").unlink(missing_ok=True)  # an unfinished build starts over
+    t0, trunk = time.time(), backbone.trunk
+    on_cpu = next(trunk.parameters()).device.type == "cpu"
     workers = min(os.cpu_count() or 1, 8) if num_workers is None else num_workers
     batches = _TrunkBatches(dataset, backbone_transform(backbone, input_size), flips, batch_size,
-                            backbone.trunk if on_cpu else None)  # on a CPU each worker runs the trunk on whole batches
+                            trunk if on_cpu else None)  # on a CPU each worker runs the trunk on whole batches
     loader = DataLoader(batches, batch_size=None, num_workers=workers, generator=torch.Generator())  # global RNG untouched
-    with Progress(len(dataset), f"caching {backbone.name} features of {dataset.name}", "images", enable=progress) as bar:
-        for idx, f in loader:  # (b,), (b, F, C, h, w) features, or images on a GPU
-            if not on_cpu: f = _trunk_batch(backbone.trunk, f)
-            f = f.numpy()
-            if not np.isfinite(f).all() or np.abs(f).max() > np.finfo(dtype).max:
-                raise ValueError(f"trunk features of {dataset.name} images {int(idx[0])}…{int(idx[-1])} are not finite or "
-                                 f"overflow {dtype.name}; check the weights, or build the cache with dtype=np.float32")
-            if out is None: out = np.lib.format.open_memmap(arr, mode="w+", dtype=dtype, shape=(len(dataset), *f.shape[1:]))
-            out[idx.numpy()] = f.astype(dtype)
-            bar.update(len(idx))
-    out.flush(); shape = list(out.shape); del out
-    built = dict(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                 device=str(next(backbone.trunk.parameters()).device), workers=workers, batch_size=batch_size)
-    rec.write_text(json.dumps(dict(key=key, complete=True, shape=shape, bytes=arr.stat().st_size, sha1=_sha1_file(arr),
-                                   built_with=built, seconds=round(time.time() - t0, 2)), indent=1))
+    shape = _fill(loader, d/"features.npy", dataset, trunk, on_cpu, dtype, f"caching {backbone.name} features of {dataset.name}", progress)
+    _record(d, key, shape, trunk, workers, batch_size, t0)
     return d
 
 # %% ../nbs/05d_feature_cache.ipynb #a9915389
@@ -185,15 +203,18 @@ class CachedFeatures(Dataset):
         self.partial, self.labels, self.class_names = dataset.partial, dataset.labels, list(dataset.class_names)
         self._features = None
 
-    @property
-    def features(self) -> np.ndarray:
-        "The (N, F, C, h, w) memory-mapped array (opened on first use in each worker process)."
-        if self._features is None: self._features = np.load(self.cache/"features.npy", mmap_mode="r")
-        return self._features
+# %% ../nbs/05d_feature_cache.ipynb #b1a0c15a
+@patch(as_prop=True)
+def features(self:CachedFeatures) -> np.ndarray:
+    "The (N, F, C, h, w) memory-mapped array (opened on first use in each worker process)."
+    if self._features is None: self._features = np.load(self.cache/"features.npy", mmap_mode="r")
+    return self._features
 
-    def __len__(self): return self.shape[0]
-    @property
-    def num_classes(self) -> int: return len(self.class_names)
+@patch
+def __len__(self:CachedFeatures): return self.shape[0]
+
+@patch(as_prop=True)
+def num_classes(self:CachedFeatures) -> int: return len(self.class_names)
 
 # %% ../nbs/05d_feature_cache.ipynb #024f15e6
 @patch

@@ -94,6 +94,13 @@ def _matrix(ax, m:np.ndarray, names, bold=(), title:str="", ylabels:bool=True, f
 # %% ../nbs/22_figures.ipynb #a6bbc7fa
 def _names(a:dict, cls) -> list[str]: return [str(a["class_names"][c]) for c in cls]
 
+# %% ../nbs/22_figures.ipynb #c4d5e6f7
+def _cooc_pick(lab:np.ndarray, samples:int, max_classes:int) -> tuple[list[int], list[int]]:
+    "The sample images shown (those with two or more classes first) and the classes on the axes (theirs first, then in order), sorted."
+    pick = sorted(range(len(lab)), key=lambda i: ((lab[i] > 0).sum() < 2, i))[:samples]
+    cls = list(dict.fromkeys([c for i in pick for c in np.flatnonzero(lab[i] > 0)] + list(range(lab.shape[1]))))[:max_classes]
+    return pick, sorted(cls)
+
 # %% ../nbs/22_figures.ipynb #f58dc411
 def plot_cooccurrence(run_dir, # a finished run of a method with IST (sst, hst)
                       samples:int=3, # test images shown
@@ -102,10 +109,8 @@ def plot_cooccurrence(run_dir, # a finished run of a method with IST (sst, hst)
     "The dataset-level P(j | i) and the label graph the model used, beside IST's image-specific matrices."
     a = load_analysis(run_dir)
     _need(a, "cooc", run_dir, "IST's image-specific co-occurrence, which only methods with IST (sst, hst) leave")
-    lab, C = a["sample_labels"], len(a["class_names"])
-    pick = sorted(range(len(lab)), key=lambda i: ((lab[i] > 0).sum() < 2, i))[:samples]  # images with two or more classes first
-    cls = list(dict.fromkeys([c for i in pick for c in np.flatnonzero(lab[i] > 0)] + list(range(C))))[:max_classes]
-    cls = sorted(cls); ix = np.ix_(cls, cls); names = _names(a, cls)
+    lab = a["sample_labels"]
+    pick, cls = _cooc_pick(lab, samples, max_classes); ix = np.ix_(cls, cls); names = _names(a, cls)
     graph = a.get("train_label_graph")
     has_graph = graph is not None and np.isfinite(graph).any()
     n, k = len(cls), len(pick)
@@ -130,15 +135,9 @@ def plot_cooccurrence(run_dir, # a finished run of a method with IST (sst, hst)
     fig.suptitle(f"Label co-occurrence: the dataset's, the model's label graph, and IST's for single test images\n{run_caption(run_dir)}", fontsize=9)
     return fig
 
-# %% ../nbs/22_figures.ipynb #56f50c26
-def plot_features_tsne(run_dir, # a finished run
-                       max_points:int=1000, # class features kept (evenly subsampled) for speed
-                       perplexity:float=30.0, # t-SNE perplexity (lowered for few points)
-                       random_state:int=0,
-                      ):
-    "t-SNE of the class features coloured by class, the prototypes overlaid when the run has them."
-    from sklearn.manifold import TSNE
-    a = load_analysis(run_dir)
+# %% ../nbs/22_figures.ipynb #b3c4d5e6
+def _tsne_points(a:dict, run_dir, max_points:int) -> tuple[np.ndarray, ...]:
+    "The class features kept (evenly subsampled) and their classes; the prototypes (kept by the mask) and theirs."
     _need(a, "features", run_dir, "the class features of the test positives, which only methods with semantic decoupling leave")
     X, y = a["features"], a["feature_class"]  # (N, D), (N,)
     keep = np.unique(np.linspace(0, len(X) - 1, min(max_points, len(X))).round().astype(int))
@@ -150,11 +149,26 @@ def plot_features_tsne(run_dir, # a finished run
             raise ValueError(f"{Path(run_dir)/'analysis.npz'}: prototypes {pr.shape} do not match the features' dimension {X.shape[1]}")
         c, k = np.nonzero(a.get("prototype_mask", np.ones(pr.shape[:2], bool)))
         P, Py = pr[c, k], c
-    Z = np.concatenate([X, P]).astype(np.float64)
-    if len(Z) < 5: raise ValueError(f"{Path(run_dir)/'analysis.npz'} holds {len(Z)} feature vectors; t-SNE needs at least 5")
+    return X, y, P, Py
+
+def _tsne(Z:np.ndarray, perplexity:float, random_state:int, run_dir) -> np.ndarray:
+    "The 2-d t-SNE embedding of the rows of Z, on one thread: the same embedding on any machine, and no thread waiting on a busy core."
+    from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):  # one thread: the same embedding on any machine, and no threads waiting on a busy core
-        E = TSNE(2, perplexity=min(perplexity, (len(Z) - 1)/3), init="pca", random_state=random_state).fit_transform(Z)
+    if len(Z) < 5: raise ValueError(f"{Path(run_dir)/'analysis.npz'} holds {len(Z)} feature vectors; t-SNE needs at least 5")
+    with threadpool_limits(1):
+        return TSNE(2, perplexity=min(perplexity, (len(Z) - 1)/3), init="pca", random_state=random_state).fit_transform(Z)
+
+# %% ../nbs/22_figures.ipynb #56f50c26
+def plot_features_tsne(run_dir, # a finished run
+                       max_points:int=1000, # class features kept (evenly subsampled) for speed
+                       perplexity:float=30.0, # t-SNE perplexity (lowered for few points)
+                       random_state:int=0,
+                      ):
+    "t-SNE of the class features coloured by class, the prototypes overlaid when the run has them."
+    a = load_analysis(run_dir)
+    X, y, P, Py = _tsne_points(a, run_dir, max_points)
+    E = _tsne(np.concatenate([X, P]).astype(np.float64), perplexity, random_state, run_dir)
     names, col, mk = [str(n) for n in a["class_names"]], class_colors(len(a["class_names"])), markers(len(a["class_names"]))
     fig = _figure(7.2, 5.2); ax = fig.add_subplot()
     for c in np.unique(y): ax.scatter(*E[:len(X)][y == c].T, s=14, color=col[c], marker=mk[c], label=names[c], alpha=0.8, linewidths=0)
@@ -289,6 +303,23 @@ def _draw_boxes(ax, boxes, size, side:int):
     W, H = size
     for x, y, w, h in boxes: ax.add_patch(Rectangle((x*side/W - 0.5, y*side/H - 0.5), w*side/W, h*side/H, fill=False, ec="cyan", lw=1.0))
 
+# %% ../nbs/22_figures.ipynb #f9c8ad16
+def _shown(lab:np.ndarray, score:np.ndarray, images:int, classes:int) -> dict[int, list[int]]:
+    "Sample image → the classes shown: images with a class in them first; per image, its own classes first, then by score."
+    S, C = lab.shape
+    rows = sorted(range(S), key=lambda i: ((lab[i] > 0).sum() == 0, i))[:images]
+    return {i: sorted(range(C), key=lambda c: (lab[i, c] <= 0, -score[i, c]))[:classes] for i in rows}
+
+def _map_panel(ax, grey:np.ndarray, m:np.ndarray, side:int, vmax:float, name:str, present:bool, boxes=None, size=None, pct=None):
+    "One class's map over the grey image, with its garment boxes (and the % of the map on them) when given; the map's artist."
+    ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
+    im = ax.imshow(_upsample(m, side), cmap="inferno", vmin=0, vmax=vmax, alpha=0.65)
+    if boxes is not None: _draw_boxes(ax, boxes, size, side)
+    on = f", {pct:.0f}% on it" if boxes is not None else ""
+    ax.set_title(textwrap.shorten(name, 22, placeholder="…") + (f"\nin image{on}" if present else "\nabsent"),
+                 fontsize=8, fontweight="bold" if present else "normal")
+    return im
+
 # %% ../nbs/22_figures.ipynb #c3dce163
 def plot_attention(run_dir, # a finished run
                    images:int=4, # test images (rows)
@@ -304,8 +335,7 @@ def plot_attention(run_dir, # a finished run
     gb, share = (garment_boxes(run_dir, annotations), attention_share(run_dir, annotations, kind, over="samples")) if boxes else (None, None)
     score = _sample_scores(run_dir, a["sample_index"])
     score = score if score is not None else maps.reshape(S, C, -1).max(-1)  # without logits: the map's peak
-    rows = sorted(range(S), key=lambda i: ((lab[i] > 0).sum() == 0, i))[:images]
-    shown = {i: sorted(range(C), key=lambda c: (lab[i, c] <= 0, -score[i, c]))[:classes] for i in rows}
+    shown = _shown(lab, score, images, classes); rows = list(shown)
     scale = (lambda m: m*H*W) if kind == "attention" else (lambda m: m)
     vmax = max(float(scale(maps[i, c]).max()) for i in rows for c in shown[i])  # one scale for every map shown
     names = [str(n) for n in a["class_names"]]
@@ -313,17 +343,11 @@ def plot_attention(run_dir, # a finished run
     axs = fig.subplots(len(rows), 1 + classes, squeeze=False)
     for r, i in enumerate(rows):
         axs[r, 0].imshow(img[i]); axs[r, 0].set_title(f"test image\n{a['sample_index'][i]}", fontsize=8)
-        grey = img[i].mean(-1)
         for k, c in enumerate(shown[i]):
-            ax = axs[r, 1 + k]
-            ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
-            im = ax.imshow(_upsample(scale(maps[i, c]), side), cmap="inferno", vmin=0, vmax=vmax, alpha=0.65)
-            on = ""
-            if gb is not None and c in gb[i]["boxes"]:
-                _draw_boxes(ax, gb[i]["boxes"][c], gb[i]["size"], side)
-                on = f", {100*share[(share['image'] == int(a['sample_index'][i])) & (share['class'] == names[c])].share.item():.0f}% on it"
-            ax.set_title(textwrap.shorten(names[c], 22, placeholder="…") + (f"\nin image{on}" if lab[i, c] > 0 else "\nabsent"),
-                         fontsize=8, fontweight="bold" if lab[i, c] > 0 else "normal")
+            box = gb is not None and c in gb[i]["boxes"]
+            pct = 100*share[(share["image"] == int(a["sample_index"][i])) & (share["class"] == names[c])].share.item() if box else None
+            im = _map_panel(axs[r, 1 + k], img[i].mean(-1), scale(maps[i, c]), side, vmax, names[c], lab[i, c] > 0,
+                            *((gb[i]["boxes"][c], gb[i]["size"], pct) if box else ()))
         for ax in axs[r, 1 + len(shown[i]):]: ax.set_visible(False)
     for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
     from matplotlib.cm import ScalarMappable

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from fastcore.basics import patch
 
 from .core import project_root, results_root
 from .run import parameters_cell
@@ -180,13 +181,9 @@ def _grid_axes(path:Path, raw:dict, values, params:dict, nb:Path) -> list[dict]:
         grid.append(axes)
     return grid
 
-# %% ../nbs/20_grid.ipynb #67530706
-def load_grid(path:Path|str, # a grid file (YAML)
-              sets:dict|None=None, # parameter → value for every run, over the file (`--set`)
-             ) -> Grid:
-    "Read and check a grid file: its keys, its notebook, and the name and type of every value."
-    path = Path(path)
-    raw = _read_grid_file(path)
+# %% ../nbs/20_grid.ipynb #d5e6f7a8
+def _grid_header(path:Path, raw:dict) -> tuple[str, Path, list]:
+    "The grid's name (a folder name), its notebook and its run_files (file names, metrics.json among them)."
     name = str(raw.get("name") or path.stem)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise GridError(f"{path}: name {name!r} must be a folder name (letters, digits, '.', '_', '-')")
@@ -195,14 +192,10 @@ def load_grid(path:Path|str, # a grid file (YAML)
     if (not isinstance(files, list) or "metrics.json" not in files
             or not all(isinstance(f, str) and f and f == Path(f).name for f in files)):
         raise GridError(f"{path}: run_files must list the file names a finished run holds, metrics.json among them; got {files!r}")
-    params = notebook_parameters(nb)
-    missing = [k for k in NAMING + SET_BY_SWEEP if k not in params]
-    if missing: raise GridError(f"{path}: the sweep names run folders by {', '.join(NAMING)} and passes results_dir, "
-                                f"but {nb} has no parameter {', '.join(missing)}")
+    return name, nb, files
 
-    values = lambda where, d: _grid_values(path, where, d, params, nb)
-    base = values("base", raw.get("base"))
-    grid = _grid_axes(path, raw, values, params, nb)
+def _grid_variants(path:Path, raw:dict, values, base:dict, grid:list[dict], sets:dict|None) -> list[dict]:
+    "The checked variants (one empty one when the file has none); a key may be an axis or set elsewhere, not both; `--set` wins over all."
     vars_raw = raw.get("variants")
     if vars_raw is not None and (not isinstance(vars_raw, list) or not vars_raw):
         raise GridError(f"{path}: variants must be a non-empty list of mappings")
@@ -214,6 +207,25 @@ def load_grid(path:Path|str, # a grid file (YAML)
         base[k] = v
         for b in grid: b.pop(k, None)
         for var in variants: var.pop(k, None)
+    return variants
+
+# %% ../nbs/20_grid.ipynb #67530706
+def load_grid(path:Path|str, # a grid file (YAML)
+              sets:dict|None=None, # parameter → value for every run, over the file (`--set`)
+             ) -> Grid:
+    "Read and check a grid file: its keys, its notebook, and the name and type of every value."
+    path = Path(path)
+    raw = _read_grid_file(path)
+    name, nb, files = _grid_header(path, raw)
+    params = notebook_parameters(nb)
+    missing = [k for k in NAMING + SET_BY_SWEEP if k not in params]
+    if missing: raise GridError(f"{path}: the sweep names run folders by {', '.join(NAMING)} and passes results_dir, "
+                                f"but {nb} has no parameter {', '.join(missing)}")
+
+    values = lambda where, d: _grid_values(path, where, d, params, nb)
+    base = values("base", raw.get("base"))
+    grid = _grid_axes(path, raw, values, params, nb)
+    variants = _grid_variants(path, raw, values, base, grid, sets)
     return Grid(path.resolve(), name, nb, params, base, grid, variants, str(raw.get("description") or ""), tuple(files))
 
 # %% ../nbs/20_grid.ipynb #a6b3782b
@@ -294,35 +306,48 @@ class Job:
     def output(self) -> Path: return self.folder/self.notebook.name  # the executed notebook
     @property
     def log(self) -> Path: return self.folder/"papermill.log"  # papermill's output when the runner starts the run
-    def problems(self) -> dict[str, str]:
-        "Run file → why it does not count, for each of the run's files that is missing or not whole."
-        return {f: p for f in self.files if (p := run_file_problem(self.folder/f, self.values)) is not None}
-    def unfinished(self) -> str|None:
-        "Why the run has not finished (its first run file that is missing or not whole), or None when it has."
-        return next(iter(self.problems().values()), None)
-    @property
-    def done(self) -> bool: return self.unfinished() is None
-    @property
-    def started(self) -> bool: return (self.folder/"checkpoint.pt").is_file()  # something to resume from
-    @property
-    def threads(self) -> int|None:
-        "The run's compute threads: its `threads` parameter (None: the notebook has none)."
-        t = self.values.get("threads")
-        return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
-    @property
-    def env(self) -> dict:
-        "What the run's kernel gets over the sweep's environment: its threads for every library (OpenMP, MKL)."
-        return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
 
-    def argv(self, papermill=("papermill",)) -> list[str]:
-        "The papermill command as a list of arguments; `papermill` is the program (and its leading arguments)."
-        a = [*papermill, str(self.notebook), str(self.output), "--cwd", str(self.notebook.parent), "-k", KERNEL, "--engine", "mlrpl", "--no-progress-bar"]
-        for k, v in self.params.items(): a += ["-r", k, v] if isinstance(v, str) else ["-p", k, repr(v)]
-        return a
+# %% ../nbs/20_grid.ipynb #a9d8be27
+@patch
+def problems(self:Job) -> dict[str, str]:
+    "Run file → why it does not count, for each of the run's files that is missing or not whole."
+    return {f: p for f in self.files if (p := run_file_problem(self.folder/f, self.values)) is not None}
 
-    def command(self, papermill:str="papermill") -> str:
-        "The papermill command as one shell line."
-        return shlex.join(self.argv(shlex.split(papermill)))
+@patch
+def unfinished(self:Job) -> str|None:
+    "Why the run has not finished (its first run file that is missing or not whole), or None when it has."
+    return next(iter(self.problems().values()), None)
+
+@patch(as_prop=True)
+def done(self:Job) -> bool: return self.unfinished() is None
+
+@patch(as_prop=True)
+def started(self:Job) -> bool: return (self.folder/"checkpoint.pt").is_file()  # something to resume from
+
+# %% ../nbs/20_grid.ipynb #b0e9cf38
+@patch(as_prop=True)
+def threads(self:Job) -> int|None:
+    "The run's compute threads: its `threads` parameter (None: the notebook has none)."
+    t = self.values.get("threads")
+    return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
+
+@patch(as_prop=True)
+def env(self:Job) -> dict:
+    "What the run's kernel gets over the sweep's environment: its threads for every library (OpenMP, MKL)."
+    return {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)} if self.threads else {}
+
+# %% ../nbs/20_grid.ipynb #c1fad049
+@patch
+def argv(self:Job, papermill=("papermill",)) -> list[str]:
+    "The papermill command as a list of arguments; `papermill` is the program (and its leading arguments)."
+    a = [*papermill, str(self.notebook), str(self.output), "--cwd", str(self.notebook.parent), "-k", KERNEL, "--engine", "mlrpl", "--no-progress-bar"]
+    for k, v in self.params.items(): a += ["-r", k, v] if isinstance(v, str) else ["-p", k, repr(v)]
+    return a
+
+@patch
+def command(self:Job, papermill:str="papermill") -> str:
+    "The papermill command as one shell line."
+    return shlex.join(self.argv(shlex.split(papermill)))
 
 # %% ../nbs/20_grid.ipynb #ea898e65
 def _merge(p:dict, *ds:dict) -> dict:
@@ -339,6 +364,17 @@ def sweep_dir(g:Grid, results:Path|str|None=None) -> Path:
     elif os.environ.get("MLRPL_RESULTS"): root = Path(os.environ["MLRPL_RESULTS"]).expanduser()
     else: root = (p/"runs") if (p := project_root(g.path.parent)) else results_root()
     return root.resolve()/g.name
+
+# %% ../nbs/20_grid.ipynb #e6f7a8b9
+def _is_repeat(g:Grid, seen:dict, job:Job, block:int) -> bool:
+    "Whether `job` repeats a run listed by another block of the grid (skip it); two runs that would share a folder are an error."
+    if (seen_at := seen.get(job.run)) is None: return False
+    other, at = seen_at
+    diff = sorted(k for k in {**other.values, **job.values} if other.values.get(k) != job.values.get(k))
+    if not diff and at != block: return True  # one run from two blocks of the grid (say, after --set known_prop=...)
+    if not diff: raise GridError(f"{g.path}: the run {job.run} is listed twice")
+    raise GridError(f"{g.path}: runs that differ in {', '.join(diff)} would share the folder {job.run}; "
+                    "give them different labels (variants: - label: ...)")
 
 # %% ../nbs/20_grid.ipynb #556bcc05
 def expand(grid:Path|str|Grid, # a grid file, or one read by load_grid
@@ -362,13 +398,7 @@ def expand(grid:Path|str|Grid, # a grid file, or one read by load_grid
             job = Job(name, root/name, g.notebook, params, {**values, "results_dir": params["results_dir"]}, g.run_files)
             if not all(name.split("/")):
                 raise GridError(f"{g.path}: the dataset, label or method of the run {given} leaves an empty folder name")
-            if (seen_at := seen.get(name)) is not None:
-                other, at = seen_at
-                diff = sorted(k for k in {**other.values, **job.values} if other.values.get(k) != job.values.get(k))
-                if not diff and at != b: continue  # one run from two blocks of the grid (say, after --set known_prop=...)
-                if not diff: raise GridError(f"{g.path}: the run {name} is listed twice")
-                raise GridError(f"{g.path}: runs that differ in {', '.join(diff)} would share the folder {name}; "
-                                "give them different labels (variants: - label: ...)")
+            if _is_repeat(g, seen, job, b): continue
             seen[name] = job, b
             jobs.append(job)
     return jobs

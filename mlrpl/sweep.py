@@ -364,6 +364,22 @@ def set_aside(j:Job) -> list[str]:
             p.rename(q := p.with_name(f"{f}.unfinished-{stamp}")); out.append(q.name)
     return out
 
+# %% ../nbs/20b_sweep.ipynb #f7a8b9c0
+def _dry_run(g:Grid, todo:list[Job], records:list[dict], folder:Path, say) -> list[dict]:
+    "Say what each run would do (skip, resume, new); run and write nothing."
+    say(f"sweep {g.name}, dry run: {len(todo)} runs → {folder}")
+    for j, r in zip(todo, records):
+        say(f"{'skip' if r['status'] == 'skipped' else 'resume' if j.started else 'new':6} {j.run}"
+            + (f" ({r['unfinished']})" if r["unfinished"] else ""))
+    return records
+
+def _check_kernel(kernel:str):
+    "The named Jupyter kernel is installed, or one error listing those that are."
+    from jupyter_client.kernelspec import KernelSpecManager
+    specs = KernelSpecManager().find_kernel_specs()
+    if kernel not in specs: raise GridError(f"kernel {kernel!r} is not installed for {sys.executable} (installed: "
+                                            f"{', '.join(sorted(specs)) or 'none'}); `make venv` installs 'python3'")
+
 # %% ../nbs/20b_sweep.ipynb #29acc46b
 def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
               jobs:int=1, # runs at a time
@@ -383,17 +399,8 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
     say = print if progress else (lambda *a, **k: None)
     folder = sweep_dir(g, results)
     records = _records(todo, _last_failed(folder))
-    if dry_run:
-        say(f"sweep {g.name}, dry run: {len(todo)} runs → {folder}")
-        for j, r in zip(todo, records):
-            say(f"{'skip' if r['status'] == 'skipped' else 'resume' if j.started else 'new':6} {j.run}"
-                + (f" ({r['unfinished']})" if r["unfinished"] else ""))
-        return records
-    if any(r["status"] == "pending" for r in records):
-        from jupyter_client.kernelspec import KernelSpecManager
-        specs = KernelSpecManager().find_kernel_specs()
-        if kernel not in specs: raise GridError(f"kernel {kernel!r} is not installed for {sys.executable} (installed: "
-                                                f"{', '.join(sorted(specs)) or 'none'}); `make venv` installs 'python3'")
+    if dry_run: return _dry_run(g, todo, records, folder, say)
+    if any(r["status"] == "pending" for r in records): _check_kernel(kernel)
     writable(folder, "sweep folder")
     lock = lock_sweep(folder, say=say)
     try: return _run_locked(g, todo, records, folder, lock, jobs, kernel, fresh_kernels, say, poll, progress)
@@ -452,46 +459,56 @@ def _close(g:Grid, records:list[dict], save:_SweepFile, say) -> list[dict]:
                           + "; ".join(f"{r['run']}: {r['error']} (log: {r['log']})" for r in failed), records)
     return records
 
-# %% ../nbs/20b_sweep.ipynb #7b40c42e
-def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float,
-                progress:bool=False) -> list[dict]:
-    "`run_sweep` once the sweep holds its folder."
+# %% ../nbs/20b_sweep.ipynb #d1a0e5b7
+def _open(g:Grid, todo:list[Job], records:list[dict], folder:Path, jobs:int, fresh_kernels:bool, say) -> tuple[list[int], _SweepFile, set]:
+    "The pending runs, the sweep file (written, state running), the shared inputs already built; the sweep's opening lines."
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
     _check_writable(g, [todo[i] for i in pending])
     save = _SweepFile(folder, dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder),
                                    jobs=jobs, kernels="fresh" if fresh_kernels else "warm", started=_now(), updated=None, state="running", runs=records))
-    # the compute threads are each run's own (its `threads`), never derived from `jobs`
-    env = dict(os.environ)
     built = {k for j, r in zip(todo, records) if r["status"] == "skipped" for k in shared_inputs(j.values)}
-    n_run, running, idle = len(pending), {}, []  # running: index → (worker, start time); idle: workers without a run
     threads = sorted({str(todo[i].threads or "the notebook's own") for i in pending})
-    say(f"sweep {g.name}: {n_run} of {len(todo)} runs to do ({len(todo) - n_run} finished), {jobs} at a time, "
+    say(f"sweep {g.name}: {len(pending)} of {len(todo)} runs to do ({len(todo) - len(pending)} finished), {jobs} at a time, "
         f"threads per run: {', '.join(threads) or '-'}, {cores()} cores → {folder}")
     for i in pending:
         if records[i]["unfinished"]: say(f"unfinished {todo[i].run}: {records[i]['unfinished']}; it runs again")
     save()
-    first = todo[pending[0]].env if pending else {}
+    return pending, save, built
+
+# %% ../nbs/20b_sweep.ipynb #e2b1f6c8
+def _schedule(todo:list[Job], records:list[dict], pending:list[int], running:dict, idle:list, built:set, jobs:int,
+              new_worker, save:_SweepFile, say, poll:float, bar):
+    "Start pending runs while fewer than `jobs` run, wait up to `poll` s for answers, record them; until none is left."
+    n_run = len(pending)
+    while pending or running:
+        for i in list(pending):
+            if len(running) >= jobs: break
+            if not startable(todo[i], [todo[k] for k in running], built): continue
+            running[i] = (_start(todo[i], records[i], idle, new_worker, say), time.monotonic())  # index → (worker, start time)
+            pending.remove(i)
+            say(f"[{n_run - len(pending)}/{n_run}] {'resume' if todo[i].started else 'start '} {todo[i].run}")
+            save()
+        readable = select.select([w.p.stdout for w, _ in running.values()], [], [], poll)[0] if running else []
+        for i, (w, t0) in list(running.items()):
+            if w.p.stdout not in readable: continue
+            del running[i]
+            _finish(todo[i], records[i], w, t0, idle, built, say)
+            bar.update(1, failed=sum(r["status"] == "failed" for r in records))
+            save()
+
+# %% ../nbs/20b_sweep.ipynb #7b40c42e
+def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float,
+                progress:bool=False) -> list[dict]:
+    "`run_sweep` once the sweep holds its folder: open, schedule, stop the workers (or, on Ctrl-C, mark what ran interrupted), close."
+    pending, save, built = _open(g, todo, records, folder, jobs, fresh_kernels, say)
+    env = dict(os.environ)  # the compute threads are each run's own (its `threads`), never derived from `jobs`
+    first, n_run, running, idle = todo[pending[0]].env if pending else {}, len(pending), {}, []  # idle: workers without a run
     with Progress(n_run, f"sweep {g.name}", "runs", enable=progress) as bar, open(folder/"workers.log", "a") as wlog:  # wlog: what the workers write outside any run
         if progress: say = bar.write  # the lines above the bar
         new_worker = lambda: _Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog, first, lock)
         try:
-            # every worker starts now: its kernel starts while the first run (which may build alone) runs
-            idle = [new_worker() for _ in range(min(jobs, n_run))]
-            while pending or running:
-                for i in list(pending):
-                    if len(running) >= jobs: break
-                    if not startable(todo[i], [todo[k] for k in running], built): continue
-                    running[i] = (_start(todo[i], records[i], idle, new_worker, say), time.monotonic())
-                    pending.remove(i)
-                    say(f"[{n_run - len(pending)}/{n_run}] {'resume' if todo[i].started else 'start '} {todo[i].run}")
-                    save()
-                readable = select.select([w.p.stdout for w, _ in running.values()], [], [], poll)[0] if running else []
-                for i, (w, t0) in list(running.items()):
-                    if w.p.stdout not in readable: continue
-                    del running[i]
-                    _finish(todo[i], records[i], w, t0, idle, built, say)
-                    bar.update(1, failed=sum(r["status"] == "failed" for r in records))
-                    save()
+            idle += [new_worker() for _ in range(min(jobs, n_run))]  # every worker starts now: its kernel starts while the first run (which may build alone) runs
+            _schedule(todo, records, pending, running, idle, built, jobs, new_worker, save, say, poll, bar)
         except KeyboardInterrupt:
             _stop([w for w, _ in running.values()] + idle)
             for i in running: records[i].update(status="interrupted")

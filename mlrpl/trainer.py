@@ -309,6 +309,34 @@ def feature_pass(self:Trainer, keys=("features",)):
         order = torch.argsort(torch.cat([p[0] for p in parts]))
         yield {k: torch.cat([p[1][k] for p in parts])[order] for k in keys}, torch.cat([p[2] for p in parts])[order]
 
+# %% ../nbs/11_trainer.ipynb #a2b3c4d5
+def _count_pseudo(counts:dict, pseudo:dict, partial:torch.Tensor, full:torch.Tensor):
+    "Add one step's pseudo labels to `counts`: per kind, [true ones, generated, hidden positives] on the unknown entries."
+    unknown, truth = (partial == 0), (full > 0)
+    for k, p in pseudo.items():
+        p = p.cpu() & unknown
+        c = counts.setdefault(k, np.zeros(3, np.int64))
+        c += [int((p & truth).sum()), int(p.sum()), int((unknown & truth).sum())]
+
+def _pseudo_logs(counts:dict) -> dict:
+    "An epoch's pseudo_<kind>_precision, _recall and _generated, summed over the processes (NaN where undefined)."
+    out = {}
+    for k, (tp, gen, hidden) in counts.items():
+        tp, gen, hidden = (int(v) for v in gather_cat(torch.tensor([tp, gen, hidden])).view(-1, 3).sum(0))
+        out[f"pseudo_{k}_precision"] = tp/gen if gen else float("nan")
+        out[f"pseudo_{k}_recall"] = tp/hidden if hidden else float("nan")
+        out[f"pseudo_{k}_generated"] = gen
+    return out
+
+@patch
+def _update(self:Trainer, loss:torch.Tensor):
+    "One optimiser step on `loss`: its gradients (scaled under fp16), the step, OneCycle's schedule, the EMA."
+    self.optimizer.zero_grad(set_to_none=True)
+    self.scaler.scale(loss).backward()
+    self.scaler.step(self.optimizer); self.scaler.update()
+    if self.cfg.scheduler == "onecycle": self.scheduler.step()
+    if self.ema is not None: self.ema.update(self.model)
+
 # %% ../nbs/11_trainer.ipynb #f6b43126
 @patch
 def train_epoch(self:Trainer, epoch:int) -> dict:
@@ -326,25 +354,11 @@ def train_epoch(self:Trainer, epoch:int) -> dict:
                           gather=gather_cat if self.world > 1 else None)
         with self._autocast(): loss, logs, pseudo = (self.ddp or self._step)(x, target, ctx)
         if not torch.isfinite(loss): raise FloatingPointError(f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {step}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer); self.scaler.update()
-        if cfg.scheduler == "onecycle": self.scheduler.step()
-        if self.ema is not None: self.ema.update(model)
+        self._update(loss)
         for k, v in logs.items(): sums[k] = sums.get(k, 0.0) + float(v)
         if self.bar is not None: self.bar.update(1)
-        unknown, truth = (partial == 0), (full > 0)
-        for k, p in pseudo.items():
-            p = p.cpu() & unknown
-            c = counts.setdefault(k, np.zeros(3, np.int64))
-            c += [int((p & truth).sum()), int(p.sum()), int((unknown & truth).sum())]
-    out = {f"train_{k}": v/steps for k, v in sums.items()}
-    for k, (tp, gen, hidden) in counts.items():
-        tp, gen, hidden = (int(v) for v in gather_cat(torch.tensor([tp, gen, hidden])).view(-1, 3).sum(0))
-        out[f"pseudo_{k}_precision"] = tp/gen if gen else float("nan")
-        out[f"pseudo_{k}_recall"] = tp/hidden if hidden else float("nan")
-        out[f"pseudo_{k}_generated"] = gen
-    return out
+        _count_pseudo(counts, pseudo, partial, full)
+    return {**{f"train_{k}": v/steps for k, v in sums.items()}, **_pseudo_logs(counts)}
 
 # %% ../nbs/11_trainer.ipynb #7411d151
 @patch
