@@ -11,8 +11,9 @@ grids/main.yaml. The trunk is a fixed random stride-32 convolution (`--channels`
 cached output, so its weights do not matter to the time of a run; `--trunk lite0` caches EfficientNet-Lite0 cut at
 bn2 (1280 channels, ImageNet weights) instead.
 
-Each run is `mlrpl.run.run(RunConfig(..., threads=1))` in a fresh process (imports done before the clock starts, as
-in a sweep worker's kept kernel), its phases timed with perf_counter by wrapping the functions that do them: setup
+Each run is `mlrpl.run.run(RunConfig(..., threads=1))` in a fresh process with the sweep kernels' allocator settings
+(`mlrpl.core.ALLOCATOR_ENV`; values set in the environment win), imports done before the clock starts, as in a
+sweep worker's kept kernel, its phases timed with perf_counter by wrapping the functions that do them: setup
 (backbone, datasets, mask, model with its label graph and embeddings, feature-cache look-up, trainer), each train
 step's data / forward / loss / backward / optimizer and the trainer's bookkeeping around them, the per-epoch hooks
 (feature passes, K-means), validation and test evaluation, history files, the checkpoint, and the run's final
@@ -220,7 +221,8 @@ def collect(own:dict) -> dict:
 
 
 def measure(a, method:str, pythonpath:str|None) -> dict:
-    env = dict(os.environ, MLRPL_DATA=str(a.work), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    sys.path.insert(0, str(ROOT)); from mlrpl.core import ALLOCATOR_ENV
+    env = dict({**ALLOCATOR_ENV, **os.environ}, MLRPL_DATA=str(a.work), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # as a sweep's kernel
     if pythonpath: env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, __file__, "--child", method, "--work", str(a.work), "--epochs", str(a.epochs),
            "--channels", str(a.channels), "--trunk", a.trunk, "--train", str(a.train), "--test", str(a.test)]
