@@ -343,10 +343,11 @@ def plot_attention(run_dir, # a finished run
     axs = fig.subplots(len(rows), 1 + classes, squeeze=False)
     for r, i in enumerate(rows):
         axs[r, 0].imshow(img[i]); axs[r, 0].set_title(f"test image\n{a['sample_index'][i]}", fontsize=8)
+        grey = img[i].mean(-1)  # the image under each of its maps
         for k, c in enumerate(shown[i]):
             box = gb is not None and c in gb[i]["boxes"]
             pct = 100*share[(share["image"] == int(a["sample_index"][i])) & (share["class"] == names[c])].share.item() if box else None
-            im = _map_panel(axs[r, 1 + k], img[i].mean(-1), scale(maps[i, c]), side, vmax, names[c], lab[i, c] > 0,
+            im = _map_panel(axs[r, 1 + k], grey, scale(maps[i, c]), side, vmax, names[c], lab[i, c] > 0,
                             *((gb[i]["boxes"][c], gb[i]["size"], pct) if box else ()))
         for ax in axs[r, 1 + len(shown[i]):]: ax.set_visible(False)
     for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
