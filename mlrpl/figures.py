@@ -320,6 +320,30 @@ def _map_panel(ax, grey:np.ndarray, m:np.ndarray, side:int, vmax:float, name:str
                  fontsize=8, fontweight="bold" if present else "normal")
     return im
 
+# %% ../nbs/22_figures.ipynb #a7c3e1f0
+def _attention_picks(a:dict, run_dir, kind:str, images:int, classes:int) -> tuple[np.ndarray, dict, float]:
+    "The maps as shown (attention × H·W: 1 = uniform), sample image → the classes shown, and one colour scale for all."
+    maps = a[kind]; S, C, H, W = maps.shape  # (S, C, H, W)
+    score = _sample_scores(run_dir, a["sample_index"])
+    score = score if score is not None else maps.reshape(S, C, -1).max(-1)  # without logits: the map's peak
+    shown = _shown(a["sample_labels"], score, images, classes)
+    maps = maps*(H*W) if kind == "attention" else maps
+    return maps, shown, max(float(maps[i, c].max()) for i in shown for c in shown[i])
+
+# %% ../nbs/22_figures.ipynb #b8d4f2a1
+def _attention_row(axs, a:dict, i:int, classes:list, maps:np.ndarray, vmax:float, gb, share):
+    "Sample image `i` and, over its grey copy, the maps of `classes` (with their garment boxes and share when `gb`); the last map's artist."
+    img, names, index = a["sample_images"][i], [str(n) for n in a["class_names"]], int(a["sample_index"][i])
+    axs[0].imshow(img); axs[0].set_title(f"test image\n{index}", fontsize=8)
+    grey = img.mean(-1)  # the image under each of its maps
+    for k, c in enumerate(classes):
+        box = gb is not None and c in gb[i]["boxes"]
+        pct = 100*share[(share["image"] == index) & (share["class"] == names[c])].share.item() if box else None
+        im = _map_panel(axs[1 + k], grey, maps[i, c], img.shape[0], vmax, names[c], a["sample_labels"][i, c] > 0,
+                        *((gb[i]["boxes"][c], gb[i]["size"], pct) if box else ()))
+    for ax in axs[1 + len(classes):]: ax.set_visible(False)
+    return im
+
 # %% ../nbs/22_figures.ipynb #c3dce163
 def plot_attention(run_dir, # a finished run
                    images:int=4, # test images (rows)
@@ -330,29 +354,15 @@ def plot_attention(run_dir, # a finished run
                   ):
     "Test images with a few classes' maps upsampled over them, the images' own classes first, with their garments' boxes."
     a = load_analysis(run_dir); kind = _map_kind(a, kind, run_dir)
-    maps, lab, img = a[kind], a["sample_labels"], a["sample_images"]  # (S, C, H, W), (S, C), (S, side, side, 3)
-    S, C, H, W = maps.shape; side = img.shape[1]
     gb, share = (garment_boxes(run_dir, annotations), attention_share(run_dir, annotations, kind, over="samples")) if boxes else (None, None)
-    score = _sample_scores(run_dir, a["sample_index"])
-    score = score if score is not None else maps.reshape(S, C, -1).max(-1)  # without logits: the map's peak
-    shown = _shown(lab, score, images, classes); rows = list(shown)
-    scale = (lambda m: m*H*W) if kind == "attention" else (lambda m: m)
-    vmax = max(float(scale(maps[i, c]).max()) for i in rows for c in shown[i])  # one scale for every map shown
-    names = [str(n) for n in a["class_names"]]
-    fig = _figure(1.75*(1 + classes) + 0.9, 1.9*len(rows) + 0.5)
-    axs = fig.subplots(len(rows), 1 + classes, squeeze=False)
-    for r, i in enumerate(rows):
-        axs[r, 0].imshow(img[i]); axs[r, 0].set_title(f"test image\n{a['sample_index'][i]}", fontsize=8)
-        grey = img[i].mean(-1)  # the image under each of its maps
-        for k, c in enumerate(shown[i]):
-            box = gb is not None and c in gb[i]["boxes"]
-            pct = 100*share[(share["image"] == int(a["sample_index"][i])) & (share["class"] == names[c])].share.item() if box else None
-            im = _map_panel(axs[r, 1 + k], grey, scale(maps[i, c]), side, vmax, names[c], lab[i, c] > 0,
-                            *((gb[i]["boxes"][c], gb[i]["size"], pct) if box else ()))
-        for ax in axs[r, 1 + len(shown[i]):]: ax.set_visible(False)
+    maps, shown, vmax = _attention_picks(a, run_dir, kind, images, classes)
+    fig = _figure(1.75*(1 + classes) + 0.9, 1.9*len(shown) + 0.5)
+    axs = fig.subplots(len(shown), 1 + classes, squeeze=False)
+    for r, i in enumerate(shown): im = _attention_row(axs[r], a, i, shown[i], maps, vmax, gb, share)
     for ax in axs.flat: ax.set_xticks([]); ax.set_yticks([])
     from matplotlib.cm import ScalarMappable
     fig.colorbar(ScalarMappable(im.norm, im.cmap), ax=axs, shrink=0.7, label="attention × H·W (1 = uniform)" if kind == "attention" else "P(class | pixel)")
+    H, W = maps.shape[2:]
     head = f"{'Semantic decoupling attention' if kind == 'attention' else 'Class assignment'}, {H}×{W} map" + (f" (cyan: the class's garment boxes): {share_text(caption_share(run_dir, annotations, kind))}" if boxes else "")
     fig.suptitle(textwrap.fill(head, 120) + f"\n{run_caption(run_dir)}", fontsize=8)
     return fig
