@@ -67,12 +67,15 @@ class FeatureExtractor(nn.Module):
         self.trunk.requires_grad_(False)
         self.train()
 
-    def train(self, mode:bool=True) -> "FeatureExtractor":
-        "Set the head to training (`mode=True`) or eval; the trunk stays in eval mode unless it is trained."
-        super().train(mode)
-        self.head.train(mode)
-        self.trunk.train(mode and self.train_trunk)  # frozen: ImageNet BatchNorm statistics, never updated
-        return self
+
+# %% ../nbs/05_backbones.ipynb #c1e7a5b4
+@patch
+def train(self:FeatureExtractor, mode:bool=True) -> FeatureExtractor:
+    "Set the head to training (`mode=True`) or eval; the trunk stays in eval mode unless it is trained."
+    nn.Module.train(self, mode)
+    self.head.train(mode)
+    self.trunk.train(mode and self.train_trunk)  # frozen: ImageNet BatchNorm statistics, never updated
+    return self
 
 # %% ../nbs/05_backbones.ipynb #c60643bb
 @patch

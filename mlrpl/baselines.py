@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .ist import IntraImageTransfer, cooccurrence_matrix
@@ -92,18 +94,25 @@ class SARLMethod(Method):
         if self.ist is not None: out["cooc"] = self.ist(out["features"])  # (B, P)
         return out
 
-    def analysis_maps(self, out):
-        maps = dict(attention=out["attention"])  # (B, C, h, w), semantic decoupling's softmax over locations
-        if "cooc" in out: maps["cooc"] = cooccurrence_matrix(out["cooc"], self.cfg.num_classes, diagonal=float("nan"))  # (B, C, C)
-        return maps
-    def label_graph(self): return self.head.adj
+# %% ../nbs/10b_baselines.ipynb #f8b4d2e1
+@patch
+def analysis_maps(self:SARLMethod, out:dict) -> dict:
+    "Semantic decoupling's attention (B, C, h, w), a softmax over locations; with IST, its matrices (B, C, C), the diagonal NaN."
+    maps = dict(attention=out["attention"])
+    if "cooc" in out: maps["cooc"] = cooccurrence_matrix(out["cooc"], self.cfg.num_classes, diagonal=float("nan"))
+    return maps
 
-    def outputs(self, x, keys):
-        "Class features, attention and the map come before the GNN, the classifier and IST: a prototype pass skips those."
-        if not set(keys) <= {"features", "attention", "fmap"}: return super().outputs(x, keys)
-        fmap = self.features(x)  # (B, D, H, W)
-        f, attn = self.head.decouple(fmap)
-        return {k: v for k, v in dict(features=f, attention=attn, fmap=fmap).items() if k in keys}
+@patch
+def label_graph(self:SARLMethod) -> torch.Tensor: return self.head.adj
+
+# %% ../nbs/10b_baselines.ipynb #a9c5e3f2
+@patch
+def outputs(self:SARLMethod, x:torch.Tensor, keys) -> dict:
+    "Class features, attention and the map come before the GNN, the classifier and IST: a prototype pass skips those."
+    if not set(keys) <= {"features", "attention", "fmap"}: return Method.outputs(self, x, keys)
+    fmap = self.features(x)  # (B, D, H, W)
+    f, attn = self.head.decouple(fmap)
+    return {k: v for k, v in dict(features=f, attention=attn, fmap=fmap).items() if k in keys}
 
 # %% ../nbs/10b_baselines.ipynb #8055977d
 @METHODS.register("ssgrl")

@@ -101,6 +101,28 @@ def _cooc_pick(lab:np.ndarray, samples:int, max_classes:int) -> tuple[list[int],
     cls = list(dict.fromkeys([c for i in pick for c in np.flatnonzero(lab[i] > 0)] + list(range(lab.shape[1]))))[:max_classes]
     return pick, sorted(cls)
 
+# %% ../nbs/22_figures.ipynb #f2b8d6e5
+def _cooc_dataset(fig, gs, a:dict, cls:list, names:list, fs:int, graph) -> tuple:
+    "The left column: the dataset's P(column | row) over the full training labels, and the model's label graph under it when `graph`; (artist, axes)."
+    ix, n = np.ix_(cls, cls), len(cls)
+    off = lambda m: np.where(np.eye(n, dtype=bool), np.nan, m)  # P(i | i) = 1 says nothing: grey, as IST's diagonal
+    axes = [fig.add_subplot(gs[0, 0] if graph is not None else gs[:, 0])]
+    im = _matrix(axes[0], off(a["train_cooccurrence"][ix]), names, title="dataset: P(column | row)\nfull training labels", fontsize=fs)
+    if graph is not None:
+        axes.append(fig.add_subplot(gs[1, 0]))
+        _matrix(axes[-1], off(graph[ix]), names, title="label graph of the model\nknown training labels", fontsize=fs)
+    return im, axes
+
+# %% ../nbs/22_figures.ipynb #e1a7c5d4
+def _cooc_image(fig, gs, j:int, i:int, a:dict, cls:list, names:list, fs:int, width:int, ylabels:bool):
+    "Column 1 + j: sample image `i` with its classes named, and IST's matrix for it under it (its own classes bold); the matrix's axes."
+    own = set(_names(a, np.flatnonzero(a["sample_labels"][i] > 0)))
+    ax = fig.add_subplot(gs[0, 1 + j]); ax.imshow(a["sample_images"][i]); ax.set_xticks([]); ax.set_yticks([])
+    ax.set_title(f"test image {a['sample_index'][i]}:\n" + textwrap.fill(", ".join(x for x in names if x in own), width), fontsize=7)
+    ax = fig.add_subplot(gs[1, 1 + j])
+    _matrix(ax, a["cooc"][i][np.ix_(cls, cls)], names, bold=own, title="IST: P(both in this image)", ylabels=ylabels, fontsize=fs)
+    return ax
+
 # %% ../nbs/22_figures.ipynb #f58dc411
 def plot_cooccurrence(run_dir, # a finished run of a method with IST (sst, hst)
                       samples:int=3, # test images shown
@@ -109,28 +131,17 @@ def plot_cooccurrence(run_dir, # a finished run of a method with IST (sst, hst)
     "The dataset-level P(j | i) and the label graph the model used, beside IST's image-specific matrices."
     a = load_analysis(run_dir)
     _need(a, "cooc", run_dir, "IST's image-specific co-occurrence, which only methods with IST (sst, hst) leave")
-    lab = a["sample_labels"]
-    pick, cls = _cooc_pick(lab, samples, max_classes); ix = np.ix_(cls, cls); names = _names(a, cls)
+    pick, cls = _cooc_pick(a["sample_labels"], samples, max_classes); names = _names(a, cls)
     graph = a.get("train_label_graph")
-    has_graph = graph is not None and np.isfinite(graph).any()
+    graph = graph if graph is not None and np.isfinite(graph).any() else None
     n, k = len(cls), len(pick)
     fs = 6 if n <= 12 else 5
     side, text = max(2.2, 0.12*n), 0.0085*fs*max(len(x) for x in names)  # inches: a matrix, its tick labels
     fig = _figure(side*(1 + k) + 2*text + 1.2, 2*(side + text) + 1.3)
     gs = fig.add_gridspec(2, 1 + k)
-    ax = fig.add_subplot(gs[0, 0] if has_graph else gs[:, 0])
-    off = lambda m: np.where(np.eye(n, dtype=bool), np.nan, m)  # P(i | i) = 1 says nothing: grey, as IST's diagonal
-    im = _matrix(ax, off(a["train_cooccurrence"][ix]), names, title="dataset: P(column | row)\nfull training labels", fontsize=fs)
-    axes = [ax]
-    if has_graph:
-        axes.append(fig.add_subplot(gs[1, 0]))
-        _matrix(axes[-1], off(graph[ix]), names, title="label graph of the model\nknown training labels", fontsize=fs)
-    for j, i in enumerate(pick):
-        own = set(_names(a, np.flatnonzero(lab[i] > 0)))
-        ax = fig.add_subplot(gs[0, 1 + j]); ax.imshow(a["sample_images"][i]); ax.set_xticks([]); ax.set_yticks([])
-        ax.set_title(f"test image {a['sample_index'][i]}:\n" + textwrap.fill(", ".join(x for x in names if x in own), int(14*side)), fontsize=7)
-        axes.append(fig.add_subplot(gs[1, 1 + j]))  # rows share the class order: names on the left-most matrix of a row
-        _matrix(axes[-1], a["cooc"][i][ix], names, bold=own, title="IST: P(both in this image)", ylabels=j == 0 and not has_graph, fontsize=fs)
+    im, axes = _cooc_dataset(fig, gs, a, cls, names, fs, graph)
+    # the image rows share the class order: names on the left-most matrix of a row only
+    axes += [_cooc_image(fig, gs, j, i, a, cls, names, fs, int(14*side), ylabels=j == 0 and graph is None) for j, i in enumerate(pick)]
     fig.colorbar(im, ax=axes, shrink=0.6, label="probability")
     fig.suptitle(f"Label co-occurrence: the dataset's, the model's label graph, and IST's for single test images\n{run_caption(run_dir)}", fontsize=9)
     return fig

@@ -25,7 +25,37 @@ def _check_prop(known_prop) -> float:
         raise ValueError(f"known_prop must be in (0, 1], got {known_prop!r}")
     return float(known_prop)
 
+# %% ../nbs/01_masking.ipynb #e3a9c7d6
+def _entry_mask(y:np.ndarray, p:float, seed:int) -> np.ndarray:
+    "Each entry known with probability p: the official stream, = np.random.seed(seed); np.random.random(y.shape) < p."
+    return np.random.RandomState(seed).random_sample(y.shape) < p
+
+def _clsl_mask(y:np.ndarray, p:float, seed:int) -> np.ndarray:
+    "The same protocol in CLSL's stream: = torch.manual_seed(seed); torch.rand(y.shape) < p."
+    import torch
+    return (torch.rand(*y.shape, generator=torch.Generator().manual_seed(seed)) < p).numpy()
+
+# %% ../nbs/01_masking.ipynb #a5c1e9f8
+def _image_mask(y:np.ndarray, p:float, seed:int) -> np.ndarray:
+    "round(p·C) entries of each image known (half up, at least one), at random."
+    n, c = y.shape
+    k = max(1, int(np.floor(p*c + 0.5)))
+    order = np.argsort(np.random.default_rng(seed).random((n, c)), axis=1)  # a random permutation per row
+    keep = np.zeros((n, c), bool)
+    np.put_along_axis(keep, order[:, :k], True, axis=1)
+    return keep
+
+def _single_positive_mask(y:np.ndarray, p, seed:int) -> np.ndarray:
+    "One positive of each image known, chosen uniformly (images without a positive keep nothing); `p` is not used."
+    n, c = y.shape
+    pick = np.where(y > 0, np.random.default_rng(seed).random((n, c)), -1.0).argmax(1)
+    keep = np.zeros((n, c), bool)
+    keep[np.arange(n), pick] = True
+    return keep & (y > 0)
+
 # %% ../nbs/01_masking.ipynb #d564a812
+_MASKS = dict(entry=_entry_mask, clsl=_clsl_mask, image=_image_mask, single_positive=_single_positive_mask)
+
 def known_mask(labels, # (N, C) full labels in {1, -1} (entries already 0 stay unknown)
                known_prop:float|None, # share of entries kept, in (0, 1]; ignored by "single_positive"
                scheme:str="entry", # one of SCHEMES except "file"
@@ -33,29 +63,8 @@ def known_mask(labels, # (N, C) full labels in {1, -1} (entries already 0 stay u
               ) -> np.ndarray: # (N, C) bool, True where the entry stays known
     "Which label entries stay known under `scheme`."
     y = check_labels(labels)
-    n, c = y.shape
-    if scheme == "entry":
-        p = _check_prop(known_prop)
-        return np.random.RandomState(seed).random_sample((n, c)) < p  # = np.random.seed(seed); np.random.random
-    if scheme == "clsl":
-        import torch
-        p = _check_prop(known_prop)
-        return (torch.rand(n, c, generator=torch.Generator().manual_seed(seed)) < p).numpy()  # = torch.manual_seed; torch.rand
-    if scheme == "image":
-        p = _check_prop(known_prop)
-        k = max(1, int(np.floor(p*c + 0.5)))  # round half up, at least one known entry per image
-        order = np.argsort(np.random.default_rng(seed).random((n, c)), axis=1)  # a random permutation per row
-        keep = np.zeros((n, c), bool)
-        np.put_along_axis(keep, order[:, :k], True, axis=1)
-        return keep
-    if scheme == "single_positive":
-        pos = y > 0
-        r = np.random.default_rng(seed).random((n, c))
-        pick = np.where(pos, r, -1.0).argmax(1)  # a uniform choice among each image's positives
-        keep = np.zeros((n, c), bool)
-        keep[np.arange(n), pick] = True
-        return keep & pos  # images without a positive keep nothing
-    raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if scheme not in _MASKS: raise ValueError(f"unknown scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return _MASKS[scheme](y, None if scheme == "single_positive" else _check_prop(known_prop), seed)
 
 # %% ../nbs/01_masking.ipynb #df66239c
 def save_mask(path, # where to write the .npz

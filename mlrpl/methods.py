@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from .core import Registry
@@ -67,7 +68,7 @@ def _backbone(backbone, pretrained, img_dim):
 
 # %% ../nbs/10_methods.ipynb #bfa3b231
 class Method(nn.Module):
-    "Base of every method: a backbone, a forward that returns a dict with `logits`, a loss, epoch hooks."
+    "Base of every method: a backbone, a forward that returns a dict with `logits`, a loss, epoch hooks (below: the run's and the analysis' hooks)."
     name = "method"
     recipe = "hcp"  # the training recipe mlrpl.run uses by default (optimiser, schedule, EMA, augmentation)
     def features(self, x:torch.Tensor) -> torch.Tensor:
@@ -85,17 +86,25 @@ class Method(nn.Module):
     def backbone_options(backbone:str) -> dict:
         "Options with which `run` builds the registered backbone `backbone` for this method (CLSL: an unpooled ResNet)."
         return {}
-    def outputs(self, x:torch.Tensor, keys) -> dict:
-        "The forward's outputs named by `keys` (for prototype passes); a method may compute no more than they need."
-        out = self(x)
-        return {k: out[k] for k in keys}
-    def analysis_maps(self, out:dict) -> dict:
-        "Per-class maps of a test batch that a run's analysis.npz keeps, name → (B, C, …); spatial ones (B, C, h, w) for the test positives too."
-        return {}
-    def label_graph(self) -> torch.Tensor|None:
-        "The (C, C) label graph the method was built with (None: it has none)."
-        return None
     def extra_repr(self): return f"method={self.name!r}"
+
+# %% ../nbs/10_methods.ipynb #b4d0f8a7
+@patch
+def outputs(self:Method, x:torch.Tensor, keys) -> dict:
+    "The forward's outputs named by `keys` (for prototype passes); a method may compute no more than they need."
+    out = self(x)
+    return {k: out[k] for k in keys}
+
+# %% ../nbs/10_methods.ipynb #d6f2b0c9
+@patch
+def analysis_maps(self:Method, out:dict) -> dict:
+    "Per-class maps of a test batch that a run's analysis.npz keeps, name → (B, C, …); spatial ones (B, C, h, w) for the test positives too."
+    return {}
+
+@patch
+def label_graph(self:Method) -> torch.Tensor|None:
+    "The (C, C) label graph the method was built with (None: it has none)."
+    return None
 
 # %% ../nbs/10_methods.ipynb #832be5ab
 def refresh_epoch(epoch:int, # 0-based epoch

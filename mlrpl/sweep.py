@@ -148,6 +148,17 @@ def reset(self:_Kernel):
     reply = run_sync(kc.execute_interactive)(RESET, store_history=False, timeout=60, output_hook=lambda msg: None)
     if reply["content"]["status"] != "ok": raise RuntimeError(f"kernel {self.name}: clearing the last run failed: {reply['content']}")
 
+# %% ../nbs/20b_sweep.ipynb #d0f6b4c3
+@patch
+def ready(self:_Kernel, cwd:str, env:dict, fresh:bool, log):
+    "Ready for a run in `cwd` with `env`: a new kernel when there is none, it has another folder or environment, it died, or `fresh`; else cleared."
+    if self.km is None or self.cwd != cwd or self.env != env or self.died() or (fresh and self.used): self.start(cwd, env)
+    elif self.used:
+        try: self.reset()
+        except (RuntimeError, TimeoutError) as e:  # a kernel that cannot be cleared is replaced: a fresh one gives the same results
+            log.write(f"the kernel could not be cleared ({e}); a new one runs this run\n"); self.start(cwd, env)
+    self.used = True
+
 # %% ../nbs/20b_sweep.ipynb #b9118ab5
 def _run_job(k:_Kernel, job:dict, fresh:bool=False) -> str|None:
     "Execute `job` (notebook, output, cwd, params, env, log) in kernel `k`; None, or the error in one line (the log has it whole)."
@@ -160,13 +171,7 @@ def _run_job(k:_Kernel, job:dict, fresh:bool=False) -> str|None:
     with log:
         with k.lock: k.sink = log
         try:
-            env = job.get("env", {})
-            if k.km is None or k.cwd != job["cwd"] or k.env != env or k.died() or (fresh and k.used): k.start(job["cwd"], env)
-            elif k.used:
-                try: k.reset()
-                except (RuntimeError, TimeoutError) as e:  # a kernel that cannot be cleared is replaced: a fresh one gives the same results
-                    log.write(f"the kernel could not be cleared ({e}); a new one runs this run\n"); k.start(job["cwd"], env)
-            k.used = True
+            k.ready(job["cwd"], job.get("env", {}), fresh, log)
             papermill.execute_notebook(job["notebook"], job["output"], parameters=job["params"], kernel_name=k.name,
                                        progress_bar=False, km=k.km)
             return None
@@ -528,9 +533,9 @@ def _key_value(text:str) -> tuple[str, str]:
     if not eq or not k.strip(): raise GridError(f"--set {text!r}: write KEY=VALUE, e.g. --set epochs=2")
     return k.strip(), v
 
-# %% ../nbs/20b_sweep.ipynb #8ebf968e
-def main(argv:list[str]|None=None) -> int:
-    "The `mlrpl` command; returns the exit status."
+# %% ../nbs/20b_sweep.ipynb #c9e5a3b2
+def _parser() -> argparse.ArgumentParser:
+    "The `mlrpl` command's arguments: `mlrpl sweep GRID [-j N] [--results DIR] [--jobs-file FILE | --dry-run] [--set K=V] [--fresh-kernels]`."
     ap = argparse.ArgumentParser(prog="mlrpl", description="mlrpl from the command line")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("sweep", help="run a grid of experiment-notebook runs",
@@ -544,7 +549,12 @@ def main(argv:list[str]|None=None) -> int:
     how.add_argument("--dry-run", action="store_true", help="list the runs and whether each is new, resumed or skipped; run nothing")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a parameter for every run, over the grid file")
     s.add_argument("--fresh-kernels", action="store_true", help="a new kernel for each run (default: each of the N workers keeps its kernel)")
-    a = ap.parse_args(argv)
+    return ap
+
+# %% ../nbs/20b_sweep.ipynb #8ebf968e
+def main(argv:list[str]|None=None) -> int:
+    "The `mlrpl` command; returns the exit status."
+    a = _parser().parse_args(argv)
     # Ctrl-C (also where a shell started the sweep with `&`, ignoring SIGINT), a scheduler's stop, a closed terminal
     stops = [getattr(signal, s) for s in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, s)]
     old = {s: signal.signal(s, _raise_interrupt) for s in stops} if threading.current_thread() is threading.main_thread() else {}
