@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['sine_positions', 'Dropout', 'EncoderLayer', 'TokenEncoder', 'SRFL']
+__all__ = ['sine_positions', 'EncoderLayer', 'TokenEncoder', 'SRFL']
 
 # %% ../nbs/17_clsl_features.ipynb #6dd96acb
 def sine_positions(h:int, w:int, # token map size
@@ -33,13 +33,6 @@ def sine_positions(h:int, w:int, # token map size
     cy, cx = code(y), code(x)  # (h, n), (w, n)
     return torch.cat((cy[:, None].expand(h, w, n), cx[None].expand(h, w, n)), -1).reshape(h*w, dim)
 
-# %% ../nbs/17_clsl_features.ipynb #35ce1a09
-class Dropout(nn.Dropout):
-    "nn.Dropout whose CPU mask is `rand ≥ p` scaled by 1/(1 − p): the same distribution as torch's Bernoulli mask, half its time."
-    def forward(self, x:torch.Tensor) -> torch.Tensor:
-        if not self.training or not self.p or self.p == 1 or x.device.type != "cpu": return super().forward(x)
-        return x*torch.rand_like(x).ge_(self.p).div_(1 - self.p)
-
 # %% ../nbs/17_clsl_features.ipynb #390de548
 class EncoderLayer(nn.Module):
     "Transformer encoder layer whose queries and keys get the positions (DETR's; post-norm unless `normalize_before`)."
@@ -48,7 +41,7 @@ class EncoderLayer(nn.Module):
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
         self.linear1, self.linear2 = nn.Linear(d_model, dim_feedforward), nn.Linear(dim_feedforward, d_model)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.dropout, self.normalize_before = Dropout(dropout), normalize_before
+        self.dropout, self.normalize_before = nn.Dropout(dropout), normalize_before
 
     def _ffn(self, x): return self.linear2(self.dropout(F.relu(self.linear1(x))))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .clsl_features import Dropout
 from .sarl import tanh_dot
 
 # %% auto #0
@@ -45,7 +44,7 @@ class SGFE(nn.Module):
         super().__init__()
         self.attention = LowRankBilinearAttention(feat_dim, class_dim, att_dim)
         h = feat_dim + class_dim
-        self.mlp = nn.Sequential(nn.Linear(h, h), nn.GELU(), Dropout(dropout), nn.Linear(h, num_classes))
+        self.mlp = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.Dropout(dropout), nn.Linear(h, num_classes))
 
     def forward(self, x:torch.Tensor, # (B, P, D) encoded pixels
                 v:torch.Tensor, # (B, C, Dv) class features
