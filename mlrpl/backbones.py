@@ -67,7 +67,6 @@ class FeatureExtractor(nn.Module):
         self.trunk.requires_grad_(False)
         self.train()
 
-
 # %% ../nbs/05_backbones.ipynb #c1e7a5b4
 @patch
 def train(self:FeatureExtractor, mode:bool=True) -> FeatureExtractor:
