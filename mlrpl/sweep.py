@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def cores() -> int:
 # %% ../nbs/20b_sweep.ipynb #b2b262fe
 WORKER = ("import sys, json; from mlrpl.sweep import serve; "
           "serve(sys.argv[1], sys.argv[2] == 'fresh', sys.argv[3], json.loads(sys.argv[4]))")  # python -c WORKER KERNEL warm|fresh CWD ENV
-RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').collect(); get_ipython().execution_count = 1"
+RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').freeze(); get_ipython().execution_count = 1"
 
 _SOCKETS = itertools.count()
 
@@ -247,10 +248,10 @@ def _tail(path:Path, n:int=3) -> str:
 # %% ../nbs/20b_sweep.ipynb #efdbf7c4
 class _Worker:
     "A worker process of a running sweep (`serve`), started in a session of its own: Ctrl-C reaches the sweep, which stops it."
-    def __init__(self, kernel:str, fresh:bool, cwd:Path, env:dict, log, first:dict, lock:int|None=None):
+    def __init__(self, kernel:str, fresh:bool, cwd:Path, env:dict, log, first:dict, locks:tuple=()):
         self.p = subprocess.Popen([sys.executable, "-c", WORKER, kernel, "fresh" if fresh else "warm", str(cwd), json.dumps(first)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True,
-                                  pass_fds=() if lock is None else (lock,))  # the sweep's lock is held until its last worker has ended
+                                  pass_fds=tuple(locks))  # the sweep's locks are held until its last worker has ended
     def give(self, job:Job) -> None:
         self.p.stdin.write(json.dumps(dict(notebook=str(job.notebook), output=str(job.output), cwd=str(job.notebook.parent),
                                            params=job.params, env=job.env, log=str(job.log))) + "\n")
@@ -385,8 +386,28 @@ def _check_kernel(kernel:str):
     if kernel not in specs: raise GridError(f"kernel {kernel!r} is not installed for {sys.executable} (installed: "
                                             f"{', '.join(sorted(specs)) or 'none'}); `make venv` installs 'python3'")
 
+# %% ../nbs/20b_sweep.ipynb #788847f6
+@dataclass
+class _Part:
+    "One grid of a sweep: the grid, its runs, their records (as sweep.json will hold them) and its folder."
+    g:Grid; todo:list[Job]; records:list[dict]; folder:Path
+
+def _parts(grid, results, sets) -> list[_Part]:
+    "Each grid read, expanded and checked against what its folder holds; two grids that would share a folder are an error."
+    parts = []
+    for x in (list(grid) if isinstance(grid, (list, tuple)) else [grid]):
+        g = x if isinstance(x, Grid) else load_grid(x, sets)
+        todo, folder = expand(g, results), sweep_dir(g, results)
+        check_recorded(todo, g.path)
+        if same := [p.g.path for p in parts if p.folder == folder]:
+            raise GridError(f"{g.path} and {same[0]} would run in one sweep folder, {folder}: give each grid its own name")
+        parts.append(_Part(g, todo, _records(todo, _last_failed(folder)), folder))
+    if not parts: raise GridError("a sweep needs at least one grid file")
+    return parts
+
+
 # %% ../nbs/20b_sweep.ipynb #29acc46b
-def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
+def run_sweep(grid:Path|str|Grid|list, # a grid file, or one read by load_grid; or a list of them: one sweep (below)
               jobs:int=1, # runs at a time
               results:Path|str|None=None, # the results root (default: $MLRPL_RESULTS, else the project's runs/)
               sets:dict|None=None, # parameter → value for every run (`--set`)
@@ -396,20 +417,19 @@ def run_sweep(grid:Path|str|Grid, # a grid file, or one read by load_grid
               progress:bool=True, # a bar over the runs, and a line when a run starts and ends
               poll:float=0.2, # seconds between looks at the running runs
              ) -> list[dict]:
-    "Run every run of the grid that is not finished, `jobs` at a time; return each run's record (as in sweep.json)."
+    "Run every run of the grid(s) that is not finished, `jobs` at a time; return each run's record (as in sweep.json), grid after grid."
     if not isinstance(jobs, int) or jobs < 1: raise GridError(f"jobs must be a whole number ≥ 1, got {jobs!r}")
-    g = grid if isinstance(grid, Grid) else load_grid(grid, sets)
-    todo = expand(g, results)
-    check_recorded(todo, g.path)
     say = print if progress else (lambda *a, **k: None)
-    folder = sweep_dir(g, results)
-    records = _records(todo, _last_failed(folder))
-    if dry_run: return _dry_run(g, todo, records, folder, say)
-    if any(r["status"] == "pending" for r in records): _check_kernel(kernel)
-    writable(folder, "sweep folder")
-    lock = lock_sweep(folder, say=say)
-    try: return _run_locked(g, todo, records, folder, lock, jobs, kernel, fresh_kernels, say, poll, progress)
-    finally: unlock_sweep(lock)
+    parts = _parts(grid, results, sets)
+    if dry_run: return [r for p in parts for r in _dry_run(p.g, p.todo, p.records, p.folder, say)]
+    if any(r["status"] == "pending" for p in parts for r in p.records): _check_kernel(kernel)
+    locks = []
+    try:
+        for p in parts: writable(p.folder, "sweep folder"); locks.append(lock_sweep(p.folder, say=say))
+        return _run_locked(parts, locks, jobs, kernel, fresh_kernels, say, poll, progress)
+    finally:
+        for fd in locks: unlock_sweep(fd)
+
 
 # %% ../nbs/20b_sweep.ipynb #bd102eb8
 def _check_writable(g:Grid, jobs:list[Job]):
@@ -482,8 +502,8 @@ def _open(g:Grid, todo:list[Job], records:list[dict], folder:Path, jobs:int, fre
 
 # %% ../nbs/20b_sweep.ipynb #e2b1f6c8
 def _schedule(todo:list[Job], records:list[dict], pending:list[int], running:dict, idle:list, built:set, jobs:int,
-              new_worker, save:_SweepFile, say, poll:float, bar):
-    "Start pending runs while fewer than `jobs` run, wait up to `poll` s for answers, record them; until none is left."
+              new_worker, save, say, poll:float, bar):
+    "Start pending runs while fewer than `jobs` run, wait up to `poll` s for answers, record them (`save(i)`: run i's sweep file); until none is left."
     n_run = len(pending)
     while pending or running:
         for i in list(pending):
@@ -492,37 +512,48 @@ def _schedule(todo:list[Job], records:list[dict], pending:list[int], running:dic
             running[i] = (_start(todo[i], records[i], idle, new_worker, say), time.monotonic())  # index → (worker, start time)
             pending.remove(i)
             say(f"[{n_run - len(pending)}/{n_run}] {'resume' if todo[i].started else 'start '} {todo[i].run}")
-            save()
+            save(i)
         readable = select.select([w.p.stdout for w, _ in running.values()], [], [], poll)[0] if running else []
         for i, (w, t0) in list(running.items()):
             if w.p.stdout not in readable: continue
             del running[i]
             _finish(todo[i], records[i], w, t0, idle, built, say)
             bar.update(1, failed=sum(r["status"] == "failed" for r in records))
-            save()
+            save(i)
 
 # %% ../nbs/20b_sweep.ipynb #7b40c42e
-def _run_locked(g:Grid, todo:list[Job], records:list[dict], folder:Path, lock:int, jobs:int, kernel:str, fresh_kernels:bool, say, poll:float,
-                progress:bool=False) -> list[dict]:
-    "`run_sweep` once the sweep holds its folder: open, schedule, stop the workers (or, on Ctrl-C, mark what ran interrupted), close."
-    pending, save, built = _open(g, todo, records, folder, jobs, fresh_kernels, say)
+def _run_locked(parts:list[_Part], locks:list[int], jobs:int, kernel:str, fresh_kernels:bool, say, poll:float, progress:bool=False) -> list[dict]:
+    "`run_sweep` once it holds each grid's folder: open each, schedule all their runs in one pool of workers, stop the workers (or, on Ctrl-C, mark what ran interrupted), close each."
+    opened = [_open(p.g, p.todo, p.records, p.folder, jobs, fresh_kernels, say) for p in parts]  # (pending, sweep file, built) a grid
+    todo, records = [j for p in parts for j in p.todo], [r for p in parts for r in p.records]  # the runs of all grids, one list
+    start = list(itertools.accumulate([0] + [len(p.todo) for p in parts]))  # where each grid's runs begin in it
+    pending = [s + i for s, (pend, _, _) in zip(start, opened) for i in pend]
+    built = set().union(*(b for _, _, b in opened))  # a cache one grid's runs built is built for the next grid's
+    files = [f for p, (_, f, _) in zip(parts, opened) for _ in p.todo]  # run → its grid's sweep file
     env = dict(os.environ)  # the compute threads are each run's own (its `threads`), never derived from `jobs`
-    first, n_run, running, idle = todo[pending[0]].env if pending else {}, len(pending), {}, []  # idle: workers without a run
-    with Progress(n_run, f"sweep {g.name}", "runs", enable=progress) as bar, open(folder/"workers.log", "a") as wlog:  # wlog: what the workers write outside any run
+    first = todo[pending[0]] if pending else None  # the workers start in its notebook's folder, with its environment
+    n_run, running, idle, name = len(pending), {}, [], " + ".join(p.g.name for p in parts)  # idle: workers without a run
+    with Progress(n_run, f"sweep {name}", "runs", enable=progress) as bar, open(parts[0].folder/"workers.log", "a") as wlog:  # wlog: what the workers write outside any run
         if progress: say = bar.write  # the lines above the bar
-        new_worker = lambda: _Worker(kernel, fresh_kernels, g.notebook.parent, env, wlog, first, lock)
+        new_worker = lambda: _Worker(kernel, fresh_kernels, first.notebook.parent, env, wlog, first.env, locks)
         try:
             idle += [new_worker() for _ in range(min(jobs, n_run))]  # every worker starts now: its kernel starts while the first run (which may build alone) runs
-            _schedule(todo, records, pending, running, idle, built, jobs, new_worker, save, say, poll, bar)
+            _schedule(todo, records, pending, running, idle, built, jobs, new_worker, lambda i: files[i](), say, poll, bar)
         except KeyboardInterrupt:
             _stop([w for w, _ in running.values()] + idle)
             for i in running: records[i].update(status="interrupted")
-            save("interrupted")
-            say(f"sweep {g.name} interrupted: {len(running)} run(s) stopped, {len(pending)} not started; "
+            for _, f, _ in opened: f("interrupted")
+            say(f"sweep {name} interrupted: {len(running)} run(s) stopped, {len(pending)} not started; "
                 "run it again to continue (each resumes from its checkpoint)")
             raise
         _stop(idle, grace=60, interrupt=False)  # each ends at the end of its input
-    return _close(g, records, save, say)
+    failed = []
+    for p, (_, f, _) in zip(parts, opened):
+        try: _close(p.g, p.records, f, say)
+        except SweepFailed as e: failed.append(str(e))
+    if failed: raise SweepFailed("; ".join(failed), records)
+    return records
+
 
 # %% ../nbs/20b_sweep.ipynb #624b14a6
 def _raise_interrupt(signum, frame): raise KeyboardInterrupt
@@ -535,13 +566,13 @@ def _key_value(text:str) -> tuple[str, str]:
 
 # %% ../nbs/20b_sweep.ipynb #c9e5a3b2
 def _parser() -> argparse.ArgumentParser:
-    "The `mlrpl` command's arguments: `mlrpl sweep GRID [-j N] [--results DIR] [--jobs-file FILE | --dry-run] [--set K=V] [--fresh-kernels]`."
+    "The `mlrpl` command's arguments: `mlrpl sweep GRID [GRID ...] [-j N] [--results DIR] [--jobs-file FILE | --dry-run] [--set K=V] [--fresh-kernels]`."
     ap = argparse.ArgumentParser(prog="mlrpl", description="mlrpl from the command line")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("sweep", help="run a grid of experiment-notebook runs",
                        description="Expand a grid file into papermill runs of the experiment notebook and run those "
                                    "that have not finished, N at a time; an interrupted sweep continues when run again.")
-    s.add_argument("grid", help="the grid file (YAML), e.g. grids/smoke.yaml")
+    s.add_argument("grid", nargs="+", help="the grid file (YAML), e.g. grids/smoke.yaml; several run as one sweep, in one pool of workers")
     s.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="runs at a time (default: 1); each run's threads are its own `threads`")
     s.add_argument("--results", metavar="DIR", help="results root (default: $MLRPL_RESULTS, else the project's runs/)")
     how = s.add_mutually_exclusive_group()
@@ -561,7 +592,8 @@ def main(argv:list[str]|None=None) -> int:
     try:
         sets = dict(_key_value(x) for x in a.set)
         if a.jobs_file:
-            g = load_grid(a.grid, sets)
+            if len(a.grid) > 1: raise GridError(f"--jobs-file writes the commands of one grid; {len(a.grid)} grid files were given")
+            g = load_grid(a.grid[0], sets)
             listed = write_jobs_file(g, a.jobs_file, results=a.results)
             left = len(expand(g, a.results)) - len(listed)
             print(f"{a.jobs_file}: {len(listed)} papermill command(s)" + (f"; {left} finished run(s) left out" if left else ""))
