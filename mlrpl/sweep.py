@@ -392,6 +392,7 @@ class _Part:
     "One grid of a sweep: the grid, its runs, their records (as sweep.json will hold them) and its folder."
     g:Grid; todo:list[Job]; records:list[dict]; folder:Path
 
+# %% ../nbs/20b_sweep.ipynb #a50768d7
 def _parts(grid, results, sets) -> list[_Part]:
     "Each grid read, expanded and checked against what its folder holds; two grids that would share a folder are an error."
     parts = []
@@ -404,7 +405,6 @@ def _parts(grid, results, sets) -> list[_Part]:
         parts.append(_Part(g, todo, _records(todo, _last_failed(folder)), folder))
     if not parts: raise GridError("a sweep needs at least one grid file")
     return parts
-
 
 # %% ../nbs/20b_sweep.ipynb #29acc46b
 def run_sweep(grid:Path|str|Grid|list, # a grid file, or one read by load_grid; or a list of them: one sweep (below)
@@ -521,15 +521,31 @@ def _schedule(todo:list[Job], records:list[dict], pending:list[int], running:dic
             bar.update(1, failed=sum(r["status"] == "failed" for r in records))
             save(i)
 
+# %% ../nbs/20b_sweep.ipynb #e7123fb5
+def _pool(parts:list[_Part], opened:list[tuple]) -> tuple:
+    "The runs of every grid as one list (runs, records, the pending indices, what is built) and each run's sweep file."
+    todo, records = [j for p in parts for j in p.todo], [r for p in parts for r in p.records]
+    start = list(itertools.accumulate([0] + [len(p.todo) for p in parts]))  # where each grid's runs begin in the list
+    pending = [s + i for s, (pend, _, _) in zip(start, opened) for i in pend]
+    built = set().union(*(b for _, _, b in opened))  # a cache one grid's runs built is built for the next grid's
+    files = [f for p, (_, f, _) in zip(parts, opened) for _ in p.todo]
+    return todo, records, pending, built, files
+
+# %% ../nbs/20b_sweep.ipynb #74470cd4
+def _close_all(parts:list[_Part], opened:list[tuple], records:list[dict], say) -> list[dict]:
+    "Close each grid (`_close`); one SweepFailed naming the failed runs of every grid."
+    failed = []
+    for p, (_, f, _) in zip(parts, opened):
+        try: _close(p.g, p.records, f, say)
+        except SweepFailed as e: failed.append(str(e))
+    if failed: raise SweepFailed("; ".join(failed), records)
+    return records
+
 # %% ../nbs/20b_sweep.ipynb #7b40c42e
 def _run_locked(parts:list[_Part], locks:list[int], jobs:int, kernel:str, fresh_kernels:bool, say, poll:float, progress:bool=False) -> list[dict]:
     "`run_sweep` once it holds each grid's folder: open each, schedule all their runs in one pool of workers, stop the workers (or, on Ctrl-C, mark what ran interrupted), close each."
     opened = [_open(p.g, p.todo, p.records, p.folder, jobs, fresh_kernels, say) for p in parts]  # (pending, sweep file, built) a grid
-    todo, records = [j for p in parts for j in p.todo], [r for p in parts for r in p.records]  # the runs of all grids, one list
-    start = list(itertools.accumulate([0] + [len(p.todo) for p in parts]))  # where each grid's runs begin in it
-    pending = [s + i for s, (pend, _, _) in zip(start, opened) for i in pend]
-    built = set().union(*(b for _, _, b in opened))  # a cache one grid's runs built is built for the next grid's
-    files = [f for p, (_, f, _) in zip(parts, opened) for _ in p.todo]  # run → its grid's sweep file
+    todo, records, pending, built, files = _pool(parts, opened)
     env = dict(os.environ)  # the compute threads are each run's own (its `threads`), never derived from `jobs`
     first = todo[pending[0]] if pending else None  # the workers start in its notebook's folder, with its environment
     n_run, running, idle, name = len(pending), {}, [], " + ".join(p.g.name for p in parts)  # idle: workers without a run
@@ -547,12 +563,7 @@ def _run_locked(parts:list[_Part], locks:list[int], jobs:int, kernel:str, fresh_
                 "run it again to continue (each resumes from its checkpoint)")
             raise
         _stop(idle, grace=60, interrupt=False)  # each ends at the end of its input
-    failed = []
-    for p, (_, f, _) in zip(parts, opened):
-        try: _close(p.g, p.records, f, say)
-        except SweepFailed as e: failed.append(str(e))
-    if failed: raise SweepFailed("; ".join(failed), records)
-    return records
+    return _close_all(parts, opened, records, say)
 
 
 # %% ../nbs/20b_sweep.ipynb #624b14a6
