@@ -430,7 +430,6 @@ def run_sweep(grid:Path|str|Grid|list, # a grid file, or one read by load_grid; 
     finally:
         for fd in locks: unlock_sweep(fd)
 
-
 # %% ../nbs/20b_sweep.ipynb #bd102eb8
 def _check_writable(g:Grid, jobs:list[Job]):
     "Every run folder the sweep will write can be written, or one error listing the first three that cannot (before any run starts)."
@@ -564,7 +563,6 @@ def _run_locked(parts:list[_Part], locks:list[int], jobs:int, kernel:str, fresh_
             raise
         _stop(idle, grace=60, interrupt=False)  # each ends at the end of its input
     return _close_all(parts, opened, records, say)
-
 
 # %% ../nbs/20b_sweep.ipynb #624b14a6
 def _raise_interrupt(signum, frame): raise KeyboardInterrupt
