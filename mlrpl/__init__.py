@@ -1,5 +1,8 @@
 __version__ = "0.1.0"
 
-# The plugin modules. Each registers its datasets, backbones or methods where it defines them (mlrpl.core.Registry),
-# so importing the package makes every one of them available by name.
-from . import fashionscenes, garmentnet, clip, baselines, sst_hst, sarb, dsrb, clsl_augment, clsl  # noqa: E402,F401
+
+def load_plugins():
+    """Import the plugin modules. Each registers its datasets, backbones, augmentations or methods where it defines them
+    (mlrpl.core.Registry); the package's registries call this once, before their names are first read, so a module
+    that never asks for a name (the tables, the figures) never loads PyTorch."""
+    from . import fashionscenes, garmentnet, clip, baselines, sst_hst, sarb, dsrb, clsl_augment, clsl  # noqa: F401

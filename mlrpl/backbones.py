@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from torch import nn
 from torchvision import transforms as T
 
+from . import load_plugins
 from .core import Registry, data_root
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
@@ -24,7 +25,7 @@ __all__ = ['BACKBONES', 'RESNET_WEIGHTS', 'LITE0_MEAN', 'LITE0_STD', 'get_backbo
            'efficientnet_lite0_classifier', 'classification_transform', 'efficientnet_lite0', 'backbone_transform']
 
 # %% ../nbs/05_backbones.ipynb #d31cc143
-BACKBONES = Registry("backbone")  # CLIP's ResNet and GarmentNet register themselves in mlrpl.clip and mlrpl.garmentnet
+BACKBONES = Registry("backbone", fill=load_plugins)  # CLIP's ResNet and GarmentNet register themselves in mlrpl.clip and mlrpl.garmentnet
 
 def get_backbone(name:str, # a registered backbone: see BACKBONES.available()
                  pretrained=None, # None: random init; "imagenet": the local ImageNet weights; or a weights file

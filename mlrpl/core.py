@@ -203,7 +203,13 @@ def close(self:Progress):
 # %% ../nbs/00_core.ipynb #f288b3f4
 class Registry:
     "A name → factory table; `get(name, **kw)` builds the registered object."
-    def __init__(self, kind:str): self.kind, self._items = kind, {}  # kind: what is registered, used in messages
+    def __init__(self, kind:str, fill:Callable|None=None):
+        self.kind, self._items, self._fill = kind, {}, fill  # kind: what is registered, used in messages
+
+    def _table(self) -> dict:
+        "The names → factories, once `fill` (which imports the plugin modules) has run."
+        if self._fill is not None: fill, self._fill = self._fill, None; fill()
+        return self._items
 
     def register(self, name:str|None=None) -> Callable:
         "Decorator that registers a class or function under `name` (default: its own name, lower-cased)."
@@ -219,18 +225,18 @@ class Registry:
 
 # %% ../nbs/00_core.ipynb #03fc08e0
 @patch
-def available(self:Registry) -> list[str]: return sorted(self._items)
+def available(self:Registry) -> list[str]: return sorted(self._table())
 
 @patch
-def __contains__(self:Registry, name) -> bool: return str(name).lower() in self._items
+def __contains__(self:Registry, name) -> bool: return str(name).lower() in self._table()
 
 @patch
 def lookup(self:Registry, name:str) -> Callable:
     "The factory registered as `name`."
-    key = str(name).lower()
-    if key not in self._items:
+    key, table = str(name).lower(), self._table()
+    if key not in table:
         raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
-    return self._items[key]
+    return table[key]
 
 @patch
 def get(self:Registry, name:str, **kw):

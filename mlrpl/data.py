@@ -20,6 +20,7 @@ from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from . import load_plugins
 from .core import NEG, POS, UNK, Registry, check_labels, dataset_dir
 from .masking import drop_labels
 
@@ -33,7 +34,7 @@ __all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'AUGMENTATIONS', 'COCO_C
            'nuswide', 'label_stats', 'cooccurrence', 'label_graph']
 
 # %% ../nbs/02_data.ipynb #59c0781a
-DATASETS = Registry("dataset")  # FashionScenes registers itself in mlrpl.fashionscenes
+DATASETS = Registry("dataset", fill=load_plugins)  # FashionScenes registers itself in mlrpl.fashionscenes
 _BUILDING = contextvars.ContextVar("registered_dataset", default="")  # the registered name get_dataset is building
 
 def get_dataset(name:str, # a registered dataset: see DATASETS.available()
@@ -183,7 +184,7 @@ def official_transforms(scale_size:int=512, # side after the first resize (train
     return train, test
 
 # %% ../nbs/02_data.ipynb #c7a3e7b4
-AUGMENTATIONS = Registry("augmentation")  # name → (input_size, mean, std) → (train, test) transforms; CLSL's registers in mlrpl.clsl_augment
+AUGMENTATIONS = Registry("augmentation", fill=load_plugins)  # name → (input_size, mean, std) → (train, test) transforms; CLSL's registers in mlrpl.clsl_augment
 
 @AUGMENTATIONS.register("hcp")
 def hcp_augmentation(size:int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tuple[Callable, Callable]:

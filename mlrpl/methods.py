@@ -12,6 +12,7 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
+from . import load_plugins
 from .core import Registry
 from .cst import prototypes_from_batches
 
@@ -36,7 +37,7 @@ class StepContext:
     def all(self, t:torch.Tensor) -> torch.Tensor: return t if self.gather is None else self.gather(t)
 
 # %% ../nbs/10_methods.ipynb #20b76f96
-METHODS = Registry("method")  # SARB, DSRB and CLSL register themselves in their own modules
+METHODS = Registry("method", fill=load_plugins)  # SARB, DSRB and CLSL register themselves in their own modules
 
 def available() -> list[str]:
     "The registered method names."
