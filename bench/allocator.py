@@ -1,4 +1,4 @@
-"""A training run with and without `mlrpl.core.ALLOCATOR_ENV` (glibc keeps its freed blocks), side by side.
+"""A training run with and without `mlrpl.kernels.ALLOCATOR_ENV` (glibc keeps its freed blocks), side by side.
 
     python bench/allocator.py [--methods clsl,sst] [--epochs 6] [--repeat 1]
 
@@ -29,7 +29,7 @@ def main():
     ap.add_argument("--methods", default="clsl,sst"); ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
-    sys.path.insert(0, str(ROOT)); from mlrpl.core import ALLOCATOR_ENV
+    sys.path.insert(0, str(ROOT)); from mlrpl.kernels import ALLOCATOR_ENV
     base = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
     with tempfile.TemporaryDirectory() as tmp:
         for m in a.methods.split(","):

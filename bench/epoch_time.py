@@ -12,7 +12,7 @@ cached output, so its weights do not matter to the time of a run; `--trunk lite0
 bn2 (1280 channels, ImageNet weights) instead.
 
 Each run is `mlrpl.run.run(RunConfig(..., threads=1))` in a fresh process with the sweep kernels' allocator settings
-(`mlrpl.core.ALLOCATOR_ENV`; values set in the environment win), imports done before the clock starts, as in a
+(`mlrpl.kernels.ALLOCATOR_ENV`; values set in the environment win), imports done before the clock starts, as in a
 sweep worker's kept kernel, its phases timed with perf_counter by wrapping the functions that do them: setup
 (backbone, datasets, mask, model with its label graph and embeddings, feature-cache look-up, trainer), each train
 step's data / forward / loss / backward / optimizer and the trainer's bookkeeping around them, the per-epoch hooks
@@ -221,7 +221,7 @@ def collect(own:dict) -> dict:
 
 
 def measure(a, method:str, pythonpath:str|None) -> dict:
-    sys.path.insert(0, str(ROOT)); from mlrpl.core import ALLOCATOR_ENV
+    sys.path.insert(0, str(ROOT)); from mlrpl.kernels import ALLOCATOR_ENV
     env = dict({**ALLOCATOR_ENV, **os.environ}, MLRPL_DATA=str(a.work), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # as a sweep's kernel
     if pythonpath: env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, __file__, "--child", method, "--work", str(a.work), "--epochs", str(a.epochs),

@@ -17,9 +17,8 @@ import torch
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['POS', 'UNK', 'NEG', 'ALLOCATOR_ENV', 'PROGRESS_MODES', 'check_labels', 'set_seed', 'get_device', 'project_root',
-           'data_root', 'dataset_dir', 'results_root', 'results_dir', 'write_atomic', 'progress_mode', 'Progress',
-           'Registry']
+__all__ = ['POS', 'UNK', 'NEG', 'PROGRESS_MODES', 'check_labels', 'set_seed', 'get_device', 'project_root', 'data_root',
+           'dataset_dir', 'results_root', 'results_dir', 'write_atomic', 'progress_mode', 'Progress', 'Registry']
 
 # %% ../nbs/00_core.ipynb #ea63cc47
 POS, UNK, NEG = 1, 0, -1  # known positive, unknown, known negative
@@ -63,9 +62,6 @@ def get_device(device:str="auto", # "auto", "cpu", "cuda", "cuda:1", "mps"
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={device!r} was asked for, but PyTorch sees no CUDA GPU; use device='cpu' or 'auto'")
     return dev
-
-# %% ../nbs/00_core.ipynb #4801615e
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}  # glibc: heap blocks below 4 GiB, kept
 
 # %% ../nbs/00_core.ipynb #469b02c2
 def project_root(start:Path|str|None=None, # where to start looking (default: the working directory, then this package)

@@ -24,9 +24,10 @@ import torch
 from fastcore.basics import patch
 from fastcore.xtras import modified_env
 
-from .core import ALLOCATOR_ENV, data_root, get_device, project_root, results_root, set_seed, write_atomic
+from .core import data_root, get_device, project_root, results_root, set_seed, write_atomic
 from .data import AUGMENTATIONS, DATASETS, get_dataset, label_graph
 from .embeddings import class_embeddings
+from .kernels import ALLOCATOR_ENV
 from .masking import SCHEMES
 from . import methods as M
 from .trainer import Trainer, TrainConfig, world
@@ -302,7 +303,7 @@ def environment(device:torch.device|None=None, # the run's device (default: get_
                 cpu_capability=torch.backends.cpu.get_cpu_capability(), mkl=_build("Math Kernel Library"), onednn=_build("MKL-DNN"),
                 threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(),
                 thread_variables={k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")},
-                allocator_variables={k: os.environ.get(k) for k in ALLOCATOR_ENV},  # set for the kernels that train (mlrpl.core)
+                allocator_variables={k: os.environ.get(k) for k in ALLOCATOR_ENV},  # set for the kernels that train (mlrpl.kernels)
                 deterministic=dict(algorithms=torch.are_deterministic_algorithms_enabled(), cudnn=torch.backends.cudnn.deterministic,
                                    cudnn_benchmark=torch.backends.cudnn.benchmark),
                 world_size=world()[1], feature_caches=[cache_record(c) for c in caches])

@@ -26,15 +26,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fastcore.basics import patch
-from jupyter_client import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
-from .core import ALLOCATOR_ENV, Progress, write_atomic
+from .core import Progress, write_atomic
 from .grid import KERNEL, Grid, GridError, Job, check_recorded, expand, load_grid, sweep_dir, write_jobs_file
+from .kernels import IPCKernelManager, shutdown
 
 # %% auto #0
-__all__ = ['WORKER', 'RESET', 'SweepFailed', 'shared_inputs', 'startable', 'cores', 'exit_status', 'shutdown', 'serve',
-           'IPCEngine', 'SweepError', 'writable', 'lock_sweep', 'unlock_sweep', 'set_aside', 'run_sweep', 'main']
+__all__ = ['WORKER', 'RESET', 'SweepFailed', 'shared_inputs', 'startable', 'cores', 'exit_status', 'serve', 'SweepError',
+           'writable', 'lock_sweep', 'unlock_sweep', 'set_aside', 'run_sweep', 'main']
 
 # %% ../nbs/20b_sweep.ipynb #5ac823ec
 class SweepFailed(RuntimeError):
@@ -66,27 +66,6 @@ WORKER = ("import sys, json; from mlrpl.sweep import serve; "
           "serve(sys.argv[1], sys.argv[2] == 'fresh', sys.argv[3], json.loads(sys.argv[4]))")  # python -c WORKER KERNEL warm|fresh CWD ENV
 RESET = "get_ipython().run_line_magic('reset', '-f'); __import__('gc').freeze(); get_ipython().execution_count = 1"
 
-_SOCKETS = itertools.count()
-
-class _Manager(AsyncKernelManager):
-    """An asynchronous kernel manager (nbclient watches for a dead kernel only with one) that keeps its clients, to
-    close them after a run. It talks to its kernel over Unix sockets in Jupyter's runtime folder (IPC), not TCP:
-    nothing listens on a port, and the kernel has no 'running over TCP without encryption' warning to print."""
-    def __init__(self, **kw):
-        from jupyter_core.paths import jupyter_runtime_dir
-        (runtime := Path(jupyter_runtime_dir())).mkdir(parents=True, exist_ok=True)
-        ip = str(runtime/f"mlrpl-{os.getpid()}-{next(_SOCKETS)}")  # one socket prefix per kernel: workers share a cwd
-        super().__init__(**{"transport": "ipc", "ip": ip, **kw}); self.clients = []
-    def client(self, **kw):
-        c = super().client(**kw); self.clients.append(c); return c
-    async def _async_pre_start_kernel(self, **kw):
-        kw["env"] = {**ALLOCATOR_ENV, **(kw.get("env") or os.environ)}  # a kernel trains: glibc keeps its freed blocks (mlrpl.core)
-        return await super()._async_pre_start_kernel(**kw)
-    def close_clients(self):
-        "Close the channels of every client made since the last call (papermill leaves its client open after a run)."
-        for c in self.clients: c.stop_channels()
-        self.clients.clear()
-
 # %% ../nbs/20b_sweep.ipynb #3ecc4b9f
 def exit_status(rc:int) -> str:
     "A process's exit status in words, e.g. `killed by SIGKILL (signal 9: out of memory, or killed by hand)`."
@@ -94,15 +73,6 @@ def exit_status(rc:int) -> str:
     try: name = signal.Signals(-rc).name
     except ValueError: name = "a signal"
     return f"killed by {name} (signal {-rc}" + (": out of memory, or killed by hand)" if -rc == signal.SIGKILL else ")")
-
-# %% ../nbs/20b_sweep.ipynb #bd8de38a
-def shutdown(km:AsyncKernelManager, alive:bool=True):
-    "Shut a kernel down by a shutdown request (killed if it has not ended in 5 s), then remove its connection file and sockets."
-    try:  # not km.shutdown_kernel: it sends SIGINT first, and a kernel inside a message handler logs "KeyboardInterrupt caught in kernel"
-        if alive and km.has_kernel:
-            run_sync(km.request_shutdown)()
-            run_sync(km.finish_shutdown)(waittime=5)
-    finally: run_sync(km.cleanup_resources)()  # also those of a kernel that died
 
 # %% ../nbs/20b_sweep.ipynb #751c7858
 class _Kernel:
@@ -120,7 +90,7 @@ class _Kernel:
 def start(self:_Kernel, cwd:str, env:dict):
     "A new kernel in `cwd`, with `env` over the worker's environment (the last one shut down)."
     self.stop()
-    self.km, self.proc, self.cwd, self.env, self.used = _Manager(kernel_name=self.name), None, cwd, env, False
+    self.km, self.proc, self.cwd, self.env, self.used = IPCKernelManager(kernel_name=self.name), None, cwd, env, False
     run_sync(self.km.start_kernel)(cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     self.proc = self.km.provisioner.process  # kept: the manager forgets it once the kernel has ended
     threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
@@ -216,28 +186,6 @@ def serve(kernel:str=KERNEL, # the kernel's name
             answers.write(json.dumps({"error": _run_job(k, json.loads(line), fresh)}) + "\n"); answers.flush()
     except KeyboardInterrupt: pass
     finally: k.stop()
-
-# %% ../nbs/20b_sweep.ipynb #a78a7b51
-class IPCEngine:
-    "papermill's engine `mlrpl`: nbclient, as papermill's default engine, on a kernel over IPC that is shut down by request."
-    @classmethod
-    def nb_kernel_name(cls, nb, name=None):
-        from papermill.engines import NBClientEngine
-        return NBClientEngine.nb_kernel_name(nb, name)
-
-    @classmethod
-    def nb_language(cls, nb, language=None):
-        from papermill.engines import NBClientEngine
-        return NBClientEngine.nb_language(nb, language)
-
-    @classmethod
-    def execute_notebook(cls, nb, kernel_name, **kwargs):
-        from papermill.engines import NBClientEngine
-        km = _Manager(kernel_name=kernel_name)  # not started: nbclient starts it in the run's folder, and leaves it running
-        try: return NBClientEngine.execute_notebook(nb, kernel_name, km=km, **kwargs)
-        finally:
-            km.close_clients()
-            shutdown(km)
 
 # %% ../nbs/20b_sweep.ipynb #34c20ab7
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")

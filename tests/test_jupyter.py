@@ -151,7 +151,7 @@ def test_progress_draws_a_bar_on_a_terminal_and_one_line_in_a_log(tmp_path):
 
 def test_the_kernels_that_train_get_the_allocator_settings_and_a_users_own_win(tmp_path):
     import nbformat
-    from mlrpl.core import ALLOCATOR_ENV
+    from mlrpl.kernels import ALLOCATOR_ENV
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os; print({k: os.environ.get(k) for k in sorted(%r)})" % sorted(ALLOCATOR_ENV))]
     nbformat.write(nb, tmp_path / "in.ipynb")
