@@ -5,6 +5,7 @@
 # %% ../nbs/22_figures.ipynb #de5f6642
 from __future__ import annotations
 
+import functools
 import re
 import textwrap
 from pathlib import Path
@@ -36,11 +37,20 @@ def save_figure(fig, # a matplotlib Figure
     return [d/f"{stem}.png", d/f"{stem}.pdf"]
 
 # %% ../nbs/22_figures.ipynb #a310f054
+def _stamp(path:Path) -> tuple: st = path.stat(); return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+@functools.lru_cache(maxsize=32)
+def _npz(stamp:tuple) -> dict:
+    "The arrays of the .npz file `stamp` names, read only; read again when the file changes (its time or size)."
+    with np.load(stamp[0]) as z: arrays = {k: z[k] for k in z.files}
+    for v in arrays.values(): v.flags.writeable = False  # shared by every helper of a figure
+    return arrays
+
 def load_analysis(run_dir) -> dict:
-    "The arrays of a run's analysis.npz."
+    "The arrays of a run's analysis.npz (read-only, read once: a figure, its boxes and its caption each ask for them)."
     path = Path(run_dir)/"analysis.npz"
     if not path.is_file(): raise FileNotFoundError(f"{path} does not exist (a run writes it after its last epoch)")
-    with np.load(path) as z: return {k: z[k] for k in z.files}
+    return dict(_npz(_stamp(path)))
 
 # %% ../nbs/22_figures.ipynb #910f39da
 def _need(a:dict, key:str, run_dir, why:str):
@@ -208,6 +218,9 @@ def test_annotations(run_dir) -> Path:
     return path
 
 # %% ../nbs/22_figures.ipynb #74c7ace3
+@functools.lru_cache(maxsize=8)
+def _coco(stamp:tuple) -> dict: return _read_json(Path(stamp[0]))  # a COCO file, read once while unchanged
+
 def garment_boxes(run_dir, # a finished run with analysis.npz
                   annotations=None, # the test split's COCO instances file (None: `test_annotations(run_dir)`)
                   images=None, # test image indices (None: the sample images of analysis.npz, checked against their labels)
@@ -215,7 +228,7 @@ def garment_boxes(run_dir, # a finished run with analysis.npz
     "The garment boxes of test images of a run, from the test split's COCO file."
     path = Path(annotations) if annotations else test_annotations(run_dir)
     if not path.is_file(): raise FileNotFoundError(f"annotation file {path} does not exist")
-    d, a = _read_json(path), load_analysis(run_dir)
+    d, a = _coco(_stamp(path)), load_analysis(run_dir)
     for k in ("images", "annotations", "categories"):
         if not isinstance(d.get(k), list): raise ValueError(f"{path} is not a COCO instances file: it has no {k!r} list")
     cats = sorted(d["categories"], key=lambda c: c["id"])  # the class order: sorted category ids, as the dataset reads them

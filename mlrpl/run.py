@@ -36,7 +36,7 @@ from .trainer import Trainer, TrainConfig, world
 __all__ = ['SET_BY_RUN', 'RECIPES', 'NOTEBOOK_ONLY', 'SMOKE', 'RUN_FILES', 'FINISHED', 'coerce', 'check_options', 'RunConfig',
            'parameters_source', 'parameters_cell', 'write_parameters', 'cache_record', 'environment', 'config_diff',
            'folder_state', 'clear_run', 'check_splits', 'check_parameters', 'build_model', 'Analysis', 'analysis',
-           'model_graph', 'describe_dataset', 'prepare', 'run', 'short_run']
+           'model_graph', 'describe_dataset', 'prepare', 'run', 'short_run', 'plot_short_run']
 
 # %% ../nbs/11b_run.ipynb #82059625
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
@@ -587,3 +587,20 @@ def short_run(method:str, # a registered method
                    img_dim=32, inter_dim=16, out_dim=32, results_dir=str(folder/method)) | kw  # a small head: 16 steps an epoch
         run(RunConfig(**cfg), overwrite=True, progress=False)
     return pd.read_csv(folder/method/"history.csv")
+
+# %% ../nbs/11b_run.ipynb #413d52ea
+def plot_short_run(h, # short_run's history
+                   name:str, # the method as the title names it, e.g. "SARB"
+                   panels:dict, # panel title → {history column: line label}
+                  ):
+    "The figure of a method notebook's closing run; columns named *mAP* are drawn in %."
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.4*len(panels), 3.2), squeeze=False)
+    for ax, (title, lines) in zip(axs[0], panels.items()):
+        for (col, label), mk in zip(lines.items(), Line2D.filled_markers):  # lines differ by marker as well as colour
+            ax.plot(h.epoch, h[col]*(100 if "mAP" in col else 1), marker=mk, label=label)
+        ax.set(title=title, xlabel="epoch")
+        if len(lines) > 1: ax.legend(fontsize=7)
+    fig.suptitle(f"{name} on 256 digit scenes, 30 % known, {len(h)} epochs, seed 0", fontsize=9); fig.tight_layout()
+    return fig

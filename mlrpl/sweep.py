@@ -432,8 +432,9 @@ def _close(g:Grid, records:list[dict], save:_SweepFile, say) -> list[dict]:
     return records
 
 # %% ../nbs/20b_sweep.ipynb #d1a0e5b7
-def _open(g:Grid, todo:list[Job], records:list[dict], folder:Path, jobs:int, fresh_kernels:bool, say) -> tuple[list[int], _SweepFile, set]:
-    "The pending runs, the sweep file (written, state running), the shared inputs already built; the sweep's opening lines."
+def _open(p:_Part, jobs:int, fresh_kernels:bool, say) -> tuple[list[int], _SweepFile, set]:
+    "A grid's pending runs, its sweep file (written, state running), the shared inputs already built; the grid's opening lines."
+    g, todo, records, folder = p.g, p.todo, p.records, p.folder
     pending = [i for i, r in enumerate(records) if r["status"] == "pending"]
     _check_writable(g, [todo[i] for i in pending])
     save = _SweepFile(folder, dict(name=g.name, description=g.description, grid=str(g.path), notebook=str(g.notebook), folder=str(folder),
@@ -479,8 +480,9 @@ def _pool(parts:list[_Part], opened:list[tuple]) -> tuple:
     return todo, records, pending, built, files
 
 # %% ../nbs/20b_sweep.ipynb #74470cd4
-def _close_all(parts:list[_Part], opened:list[tuple], records:list[dict], say) -> list[dict]:
-    "Close each grid (`_close`); one SweepFailed naming the failed runs of every grid."
+def _close_all(parts:list[_Part], opened:list[tuple], say) -> list[dict]:
+    "Close each grid (`_close`); every grid's records, or one SweepFailed naming the failed runs of every grid."
+    records = [r for p in parts for r in p.records]
     failed = []
     for p, (_, f, _) in zip(parts, opened):
         try: _close(p.g, p.records, f, say)
@@ -491,7 +493,7 @@ def _close_all(parts:list[_Part], opened:list[tuple], records:list[dict], say) -
 # %% ../nbs/20b_sweep.ipynb #7b40c42e
 def _run_locked(parts:list[_Part], locks:list[int], jobs:int, kernel:str, fresh_kernels:bool, say, poll:float, progress:bool=False) -> list[dict]:
     "`run_sweep` once it holds each grid's folder: open each, schedule all their runs in one pool of workers, stop the workers (or, on Ctrl-C, mark what ran interrupted), close each."
-    opened = [_open(p.g, p.todo, p.records, p.folder, jobs, fresh_kernels, say) for p in parts]  # (pending, sweep file, built) a grid
+    opened = [_open(p, jobs, fresh_kernels, say) for p in parts]  # (pending, sweep file, built) a grid
     todo, records, pending, built, files = _pool(parts, opened)
     env = dict(os.environ)  # the compute threads are each run's own (its `threads`), never derived from `jobs`
     first = todo[pending[0]] if pending else None  # the workers start in its notebook's folder, with its environment
@@ -510,7 +512,7 @@ def _run_locked(parts:list[_Part], locks:list[int], jobs:int, kernel:str, fresh_
                 "run it again to continue (each resumes from its checkpoint)")
             raise
         _stop(idle, grace=60, interrupt=False)  # each ends at the end of its input
-    return _close_all(parts, opened, records, say)
+    return _close_all(parts, opened, say)
 
 # %% ../nbs/20b_sweep.ipynb #624b14a6
 def _raise_interrupt(signum, frame): raise KeyboardInterrupt
