@@ -108,6 +108,7 @@ def trunk_shape(self:FeatureExtractor, input_size:int|None=None, # image side (d
     "The shape of one image's trunk output, found without computing it (meta tensors)."
     return meta_shape(self.trunk, input_size or self.input_size)
 
+# %% ../nbs/05_backbones.ipynb #f7e8ea58
 @patch
 def map_size(self:FeatureExtractor, input_size:int|None=None) -> int:
     "Side of the output map (after the head) for `input_size`² images, cached or not (meta tensors)."
@@ -115,6 +116,7 @@ def map_size(self:FeatureExtractor, input_size:int|None=None) -> int:
     try: return meta_shape(self, input_size or self.input_size)[-1]
     finally: self.cached = was
 
+# %% ../nbs/05_backbones.ipynb #6d7bc47b
 @patch
 def extra_repr(self:FeatureExtractor) -> str:
     return (f"name={self.name!r}, trunk_cut={self.trunk_cut!r}, trunk_channels={self.trunk_channels}, "

@@ -102,6 +102,7 @@ def analysis_maps(self:SARLMethod, out:dict) -> dict:
     if "cooc" in out: maps["cooc"] = cooccurrence_matrix(out["cooc"], self.cfg.num_classes, diagonal=float("nan"))
     return maps
 
+# %% ../nbs/10b_baselines.ipynb #ed811170
 @patch
 def label_graph(self:SARLMethod) -> torch.Tensor: return self.head.adj
 

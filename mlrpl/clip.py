@@ -90,6 +90,7 @@ def positions(self:AttentionPool2d, h:int, w:int) -> torch.Tensor: # (1 + h·w, 
     if (h, w) == (self.grid, self.grid): return pe
     return torch.cat([pe[:1], resize_positions(pe[1:], (h, w))])
 
+# %% ../nbs/05b_clip.ipynb #7d986f44
 @patch
 def tokens(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
           ) -> torch.Tensor: # (B, 1 + H·W, C)
@@ -109,6 +110,7 @@ def attend(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
     pooled = self.c_proj(torch.einsum("bnqk,bknd->bqnd", a, v).flatten(2)[:, 0])  # (B, D)
     return pooled, a.mean(1)[:, 0]
 
+# %% ../nbs/05b_clip.ipynb #5bd85646
 @patch
 def forward(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
            ) -> torch.Tensor: # (B, D) embedding, or (B, D, H, W) tokens if `dense`
@@ -117,6 +119,7 @@ def forward(self:AttentionPool2d, x:torch.Tensor, # (B, C, H, W)
     t = x.flatten(2).transpose(1, 2) + self.positions(h, w)[1:]  # (B, H·W, C): the locations, the mean left out
     return self.c_proj(self.v_proj(t)).transpose(1, 2).unflatten(2, (h, w))  # (B, D, H, W)
 
+# %% ../nbs/05b_clip.ipynb #3b18b9b2
 @patch
 def extra_repr(self:AttentionPool2d) -> str: return f"grid={self.grid}, num_heads={self.num_heads}, dense={self.dense}"
 
@@ -161,17 +164,20 @@ def init_clip(self:ModifiedResNet):
     for n, p in self.named_parameters():
         if n.startswith("layer") and n.endswith("bn3.weight"): nn.init.zeros_(p)
 
+# %% ../nbs/05b_clip.ipynb #6dfb6dab
 @patch
 def stem(self:ModifiedResNet, x:torch.Tensor) -> torch.Tensor: # (B, 3, S, S) → (B, width, S/4, S/4)
     for n in self.STEM: x = getattr(self, n)(x)
     return x
 
+# %% ../nbs/05b_clip.ipynb #f1afdde6
 @patch
 def forward(self:ModifiedResNet, x:torch.Tensor, # (B, 3, S, S) normalised images
            ) -> torch.Tensor: # (B, D) embeddings, or (B, D, S/32, S/32) tokens if dense
     x = self.layer3(self.layer2(self.layer1(self.stem(x))))  # (B, 16·width, S/16, S/16)
     return self.attnpool(self.layer4(x))  # layer4: (B, 32·width, S/32, S/32)
 
+# %% ../nbs/05b_clip.ipynb #3ba267f2
 @patch
 def extra_repr(self:ModifiedResNet) -> str:
     return f"layers={self.layers}, width={self.width}, output_dim={self.output_dim}, input_size={self.input_size}"

@@ -113,6 +113,7 @@ def forward(self:CLSL, x:torch.Tensor) -> dict:
         out["global_logits"] = self.global_head(tok.transpose(1, 2)).amax(-1)  # (B, C): s0_c = max_p
     return out
 
+# %% ../nbs/19_clsl.ipynb #96d17a33
 @patch
 def analysis_maps(self:CLSL, out): return dict(assignment=out["assignment"])  # (B, C, H, W)
 

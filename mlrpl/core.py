@@ -223,9 +223,11 @@ class Registry:
 @patch
 def available(self:Registry) -> list[str]: return sorted(self._table())
 
+# %% ../nbs/00_core.ipynb #165df998
 @patch
 def __contains__(self:Registry, name) -> bool: return str(name).lower() in self._table()
 
+# %% ../nbs/00_core.ipynb #7ada1049
 @patch
 def lookup(self:Registry, name:str) -> Callable:
     "The factory registered as `name`."
@@ -234,10 +236,12 @@ def lookup(self:Registry, name:str) -> Callable:
         raise KeyError(f"unknown {self.kind} {name!r}; available: {', '.join(self.available())}")
     return table[key]
 
+# %% ../nbs/00_core.ipynb #1b06ad11
 @patch
 def get(self:Registry, name:str, **kw):
     "Build the object registered as `name` with keyword arguments `kw`."
     return self.lookup(name)(**kw)
 
+# %% ../nbs/00_core.ipynb #6c179f7f
 @patch
 def __repr__(self:Registry): return f"Registry({self.kind!r}: {', '.join(self.available())})"

@@ -115,6 +115,7 @@ def _check_positives(self:MultiLabelDataset):
         raise ValueError(f"{self.name}: the labels read from {where} hold no positive at all ({len(self.images):,} images, "
                          f"{self.num_classes} classes): there is nothing to learn or to score")
 
+# %% ../nbs/02_data.ipynb #a998a29b
 @patch
 def _mask_names(self:MultiLabelDataset) -> list[str]:
     "The dataset names a mask file's record may give: registered or own, with or without the split."
@@ -122,6 +123,7 @@ def _mask_names(self:MultiLabelDataset) -> list[str]:
     reg = _BUILDING.get()
     return ([f"{reg}/{split}" if split else reg, reg] if reg else []) + [self.name, base]
 
+# %% ../nbs/02_data.ipynb #8355308d
 @patch
 def _mask(self:MultiLabelDataset, known_prop, mask_scheme:str, seed:int, mask_file):
     "`partial`: the labels with the unknown entries set to 0; a mask that leaves no known positive is an error."
@@ -142,6 +144,7 @@ def load(self:MultiLabelDataset, i:int) -> Image.Image:
         raise FileNotFoundError(f"{self.name}: image {p} is missing (listed in {self.source or 'the annotations'})")
     return load_rgb(p, self.source or "the annotations")
 
+# %% ../nbs/02_data.ipynb #e3eed4ea
 @patch
 def __getitem__(self:MultiLabelDataset, i:int):
     img = self.load(i)
@@ -154,6 +157,7 @@ def missing_images(self:MultiLabelDataset) -> list[Path]:
     "Every listed image file that does not exist (checks the disk once per file)."
     return [p for p in self.images if not p.is_file()]
 
+# %% ../nbs/02_data.ipynb #b5cb5c1a
 @patch
 def __repr__(self:MultiLabelDataset):
     known = (self.partial != 0).mean()

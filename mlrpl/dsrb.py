@@ -74,6 +74,7 @@ def add(self:QuadrantPrototypes, target:torch.Tensor, # (B, C) partial labels; o
     self.sums.view(-1, *self.sums.shape[2:]).index_add_(0, key, maps(b, c).to(self.sums.dtype))
     self.counts.view(-1).index_add_(0, key, torch.ones_like(key))
 
+# %% ../nbs/16_dsrb.ipynb #b063cf92
 @patch
 def add_batch(self:QuadrantPrototypes, fmap:torch.Tensor, # (B, D, H, W)
               attention:torch.Tensor, # (B, C, H, W)
@@ -92,11 +93,13 @@ def finish(self:QuadrantPrototypes):
     class_mean = self.sums.sum(1, keepdim=True) / n.sum(1, keepdim=True).clamp(min=1)  # (C, 1, H, W, D)
     self.maps.copy_(torch.where(n > 0, means, class_mean))
 
+# %% ../nbs/16_dsrb.ipynb #057a3fe2
 @patch
 def has_class(self:QuadrantPrototypes) -> torch.Tensor:
     "(C,) classes with at least one map."
     return self.counts.sum(1) > 0
 
+# %% ../nbs/16_dsrb.ipynb #390af022
 @patch
 def vectors(self:QuadrantPrototypes) -> torch.Tensor:
     "(C, 4, D) spatial sums of the prototype maps: what a blend adds to a class feature."
@@ -165,6 +168,7 @@ def compute_prototypes(self:DSRB, batches):
         self.quadrants.add_batch(out["fmap"], out["attention"], target)
     self.quadrants.finish()
 
+# %% ../nbs/16_dsrb.ipynb #3fd00a8d
 @patch
 def epoch_start(self:DSRB, epoch, trainer):
     if self.prototype_epoch(epoch): self.compute_prototypes(trainer.feature_pass(keys=("fmap", "attention")))

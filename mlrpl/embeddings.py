@@ -124,6 +124,7 @@ def _file_embeddings(path:Path, names:list[str]) -> np.ndarray:
         emb.close(); raise ValueError(f"class-embedding file {path} is an .npz archive; save the (C, D) array itself with np.save")
     return check_vectors(emb, names, f"class-embedding file {path}")
 
+# %% ../nbs/04_embeddings.ipynb #3096b0bc
 def _glove_rows(names:list[str], tokens:list[list[str]]) -> np.ndarray:
     "(C, 50): each class the mean GloVe vector of its words; a word GloVe lacks, or a vector that is not finite, is an error."
     vectors, index = load_glove()

@@ -136,6 +136,7 @@ def _complete(d:Path, key:dict) -> bool:
     old = json.loads(rec.read_text())
     return bool(old.get("complete")) and old.get("key") == key and (d/"features.npy").is_file()
 
+# %% ../nbs/05d_feature_cache.ipynb #2f5f5602
 def _record(d:Path, key:dict, shape:list[int], trunk:nn.Module, workers:int, batch_size:int, t0:float):
     "cache.json, the mark of a finished cache: its key, the array's shape, size and SHA-1, and how it was built."
     arr = d/"features.npy"
@@ -210,9 +211,11 @@ def features(self:CachedFeatures) -> np.ndarray:
     if self._features is None: self._features = np.load(self.cache/"features.npy", mmap_mode="r")
     return self._features
 
+# %% ../nbs/05d_feature_cache.ipynb #eba1a80f
 @patch
 def __len__(self:CachedFeatures): return self.shape[0]
 
+# %% ../nbs/05d_feature_cache.ipynb #a1f18cdc
 @patch(as_prop=True)
 def num_classes(self:CachedFeatures) -> int: return len(self.class_names)
 
@@ -220,12 +223,14 @@ def num_classes(self:CachedFeatures) -> int: return len(self.class_names)
 @patch
 def __getstate__(self:CachedFeatures): return {**self.__dict__, "_features": None}  # workers open their own map
 
+# %% ../nbs/05d_feature_cache.ipynb #f0aa896b
 @patch
 def __getitem__(self:CachedFeatures, i:int):
     flip = int(self.train and bool(torch.rand(1) < 0.5))  # RandomHorizontalFlip's draw, on the global RNG
     f = torch.from_numpy(np.array(self.features[i, flip], dtype=np.promote_types(self.features.dtype, np.float32)))  # (C, h, w)
     return (i, f, torch.from_numpy(self.partial[i]).float(), torch.from_numpy(self.labels[i]).float())
 
+# %% ../nbs/05d_feature_cache.ipynb #5282fbbe
 @patch
 def __repr__(self:CachedFeatures):
     return (f"CachedFeatures({self.name!r}: {len(self)} images, {self.key['backbone']} cut at {self.key['trunk_cut']}, "

@@ -39,6 +39,7 @@ def save_figure(fig, # a matplotlib Figure
 # %% ../nbs/22_figures.ipynb #a310f054
 def _stamp(path:Path) -> tuple: st = path.stat(); return str(path.resolve()), st.st_mtime_ns, st.st_size
 
+# %% ../nbs/22_figures.ipynb #5a24a507
 @functools.lru_cache(maxsize=32)
 def _npz(stamp:tuple) -> dict:
     "The arrays of the .npz file `stamp` names, read only; read again when the file changes (its time or size)."
@@ -46,6 +47,7 @@ def _npz(stamp:tuple) -> dict:
     for v in arrays.values(): v.flags.writeable = False  # shared by every helper of a figure
     return arrays
 
+# %% ../nbs/22_figures.ipynb #ffda5fba
 def load_analysis(run_dir) -> dict:
     "The arrays of a run's analysis.npz (read-only, read once: a figure, its boxes and its caption each ask for them)."
     path = Path(run_dir)/"analysis.npz"
@@ -172,6 +174,7 @@ def _tsne_points(a:dict, run_dir, max_points:int) -> tuple[np.ndarray, ...]:
         P, Py = pr[c, k], c
     return X, y, P, Py
 
+# %% ../nbs/22_figures.ipynb #ab43c366
 def _tsne(Z:np.ndarray, perplexity:float, random_state:int, run_dir) -> np.ndarray:
     "The 2-d t-SNE embedding of the rows of Z, on one thread: the same embedding on any machine, and no thread waiting on a busy core."
     from sklearn.manifold import TSNE
@@ -221,6 +224,7 @@ def test_annotations(run_dir) -> Path:
 @functools.lru_cache(maxsize=8)
 def _coco(stamp:tuple) -> dict: return _read_json(Path(stamp[0]))  # a COCO file, read once while unchanged
 
+# %% ../nbs/22_figures.ipynb #815f61e6
 def garment_boxes(run_dir, # a finished run with analysis.npz
                   annotations=None, # the test split's COCO instances file (None: `test_annotations(run_dir)`)
                   images=None, # test image indices (None: the sample images of analysis.npz, checked against their labels)
@@ -303,6 +307,7 @@ def share_text(share:pd.DataFrame) -> str:
     return (f"{100*share.share.mean():.0f}% of a class's map lies on its garment's boxes (a uniform map: {100*share.uniform.mean():.0f}%), "
             f"mean over {where}")
 
+# %% ../nbs/22_figures.ipynb #682c322c
 def caption_share(run_dir, annotations=None, kind:str="auto") -> pd.DataFrame:
     "The shares a figure's caption gives: over the test set's positives, or over the sample images for a run whose analysis.npz predates them (the caption says which)."
     a = load_analysis(run_dir); kind = _map_kind(a, kind, run_dir)
@@ -334,6 +339,7 @@ def _shown(lab:np.ndarray, score:np.ndarray, images:int, classes:int) -> dict[in
     rows = sorted(range(S), key=lambda i: ((lab[i] > 0).sum() == 0, i))[:images]
     return {i: sorted(range(C), key=lambda c: (lab[i, c] <= 0, -score[i, c]))[:classes] for i in rows}
 
+# %% ../nbs/22_figures.ipynb #06f062b8
 def _map_panel(ax, grey:np.ndarray, m:np.ndarray, side:int, vmax:float, name:str, present:bool, boxes=None, size=None, pct=None):
     "One class's map over the grey image, with its garment boxes (and the % of the map on them) when given; the map's artist."
     ax.imshow(grey, cmap="gray", vmin=0, vmax=255)
@@ -406,6 +412,8 @@ def pseudo_history(run_dir) -> pd.DataFrame:
 def has_pseudo_labels(run_dir) -> bool:
     "Whether a run's history logs pseudo labels."
     return any(c.startswith("pseudo_") for c in pd.read_csv(Path(run_dir)/"history.csv", nrows=0).columns)
+
+# %% ../nbs/22_figures.ipynb #4f984455
 def _config_names(info:pd.DataFrame) -> pd.Series:
     "A line's configuration: its label, with the known proportion when the runs have several."
     return info.label + (", " + info.known_prop.map(pct) + " known" if info.known_prop.nunique() > 1 else "")

@@ -194,6 +194,7 @@ def _grid_header(path:Path, raw:dict) -> tuple[str, Path, list]:
         raise GridError(f"{path}: run_files must list the file names a finished run holds, metrics.json among them; got {files!r}")
     return name, nb, files
 
+# %% ../nbs/20_grid.ipynb #2b1cf666
 def _grid_variants(path:Path, raw:dict, values, base:dict, grid:list[dict], sets:dict|None) -> list[dict]:
     "The checked variants (one empty one when the file has none); a key may be an axis or set elsewhere, not both; `--set` wins over all."
     vars_raw = raw.get("variants")
@@ -313,14 +314,17 @@ def problems(self:Job) -> dict[str, str]:
     "Run file → why it does not count, for each of the run's files that is missing or not whole."
     return {f: p for f in self.files if (p := run_file_problem(self.folder/f, self.values)) is not None}
 
+# %% ../nbs/20_grid.ipynb #50c8d48c
 @patch
 def unfinished(self:Job) -> str|None:
     "Why the run has not finished (its first run file that is missing or not whole), or None when it has."
     return next(iter(self.problems().values()), None)
 
+# %% ../nbs/20_grid.ipynb #fc43df4b
 @patch(as_prop=True)
 def done(self:Job) -> bool: return self.unfinished() is None
 
+# %% ../nbs/20_grid.ipynb #d4749bbf
 @patch(as_prop=True)
 def started(self:Job) -> bool: return (self.folder/"checkpoint.pt").is_file()  # something to resume from
 
@@ -331,6 +335,7 @@ def threads(self:Job) -> int|None:
     t = self.values.get("threads")
     return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
 
+# %% ../nbs/20_grid.ipynb #8f09bd0f
 @patch(as_prop=True)
 def env(self:Job) -> dict:
     "What the run's kernel gets over the sweep's environment: its threads for every library (OpenMP, MKL)."
@@ -344,6 +349,7 @@ def argv(self:Job, papermill=("papermill",)) -> list[str]:
     for k, v in self.params.items(): a += ["-r", k, v] if isinstance(v, str) else ["-p", k, repr(v)]
     return a
 
+# %% ../nbs/20_grid.ipynb #2570c5bf
 @patch
 def command(self:Job, papermill:str="papermill") -> str:
     "The papermill command as one shell line."

@@ -30,6 +30,7 @@ def _entry_mask(y:np.ndarray, p:float, seed:int) -> np.ndarray:
     "Each entry known with probability p: the official stream, = np.random.seed(seed); np.random.random(y.shape) < p."
     return np.random.RandomState(seed).random_sample(y.shape) < p
 
+# %% ../nbs/01_masking.ipynb #4b188d5c
 def _clsl_mask(y:np.ndarray, p:float, seed:int) -> np.ndarray:
     "The same protocol in CLSL's stream: = torch.manual_seed(seed); torch.rand(y.shape) < p."
     import torch
@@ -45,6 +46,7 @@ def _image_mask(y:np.ndarray, p:float, seed:int) -> np.ndarray:
     np.put_along_axis(keep, order[:, :k], True, axis=1)
     return keep
 
+# %% ../nbs/01_masking.ipynb #c8e20b9e
 def _single_positive_mask(y:np.ndarray, p, seed:int) -> np.ndarray:
     "One positive of each image known, chosen uniformly (images without a positive keep nothing); `p` is not used."
     n, c = y.shape

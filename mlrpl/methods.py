@@ -102,6 +102,7 @@ def analysis_maps(self:Method, out:dict) -> dict:
     "Per-class maps of a test batch that a run's analysis.npz keeps, name → (B, C, …); spatial ones (B, C, h, w) for the test positives too."
     return {}
 
+# %% ../nbs/10_methods.ipynb #beb0424a
 @patch
 def label_graph(self:Method) -> torch.Tensor|None:
     "The (C, C) label graph the method was built with (None: it has none)."

@@ -213,6 +213,7 @@ def root(self:RunConfig) -> Path|None:
     p = Path(self.data_root).expanduser()
     return p if p.is_absolute() else data_root()/p
 
+# %% ../nbs/11b_run.ipynb #860fa39c
 @patch
 def out_dir(self:RunConfig) -> Path:
     "The run's results folder."
@@ -595,10 +596,9 @@ def plot_short_run(h, # short_run's history
                   ):
     "The figure of a method notebook's closing run; columns named *mAP* are drawn in %."
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
     fig, axs = plt.subplots(1, len(panels), figsize=(4.4*len(panels), 3.2), squeeze=False)
     for ax, (title, lines) in zip(axs[0], panels.items()):
-        for (col, label), mk in zip(lines.items(), Line2D.filled_markers):  # lines differ by marker as well as colour
+        for (col, label), mk in zip(lines.items(), "os^DvP"):  # lines differ by marker as well as colour, in mlrpl.figures.MARKERS' order
             ax.plot(h.epoch, h[col]*(100 if "mAP" in col else 1), marker=mk, label=label)
         ax.set(title=title, xlabel="epoch")
         if len(lines) > 1: ax.legend(fontsize=7)

@@ -49,6 +49,7 @@ def scores(self:SemanticDecoupling, x:torch.Tensor, # (B, P, D) features of the 
     c = self.fc4.weight @ self.fc3.bias + self.fc4.bias  # (1,)
     return tanh_dot(self.fc1(x).unsqueeze(2), self.fc2(words), v, c)  # (B, P, C), (B, P, C, I) broadcast, no copies
 
+# %% ../nbs/06_sarl.ipynb #06881c29
 @patch
 def forward(self:SemanticDecoupling, fmap:torch.Tensor, # (B, D, H, W) backbone feature map
             words:torch.Tensor, # (C, E) class-name embeddings
@@ -128,6 +129,7 @@ def decouple(self:SARLHead, fmap:torch.Tensor, # (B, D, H, W)
     "Class features and their attention maps."
     return self.decoupling(fmap, self.words)
 
+# %% ../nbs/06_sarl.ipynb #d0a78745
 @patch
 def classify(self:SARLHead, f:torch.Tensor, # (B, C, D) class features
             ) -> torch.Tensor: # (B, C) logits
@@ -136,6 +138,7 @@ def classify(self:SARLHead, f:torch.Tensor, # (B, C, D) class features
     o = torch.tanh(self.fc(torch.cat((h, f), -1)))  # (B, C, out_dim)
     return self.classifier(o)
 
+# %% ../nbs/06_sarl.ipynb #db512afc
 @patch
 def forward(self:SARLHead, fmap:torch.Tensor) -> dict:
     "Logits (B, C), class features (B, C, D) and attention maps (B, C, H, W)."

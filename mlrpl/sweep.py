@@ -95,6 +95,7 @@ def start(self:_Kernel, cwd:str, env:dict):
     self.proc = self.km.provisioner.process  # kept: the manager forgets it once the kernel has ended
     threading.Thread(target=self._pump, args=(self.proc.stdout,), daemon=True).start()
 
+# %% ../nbs/20b_sweep.ipynb #c8df946e
 @patch
 def died(self:_Kernel) -> str|None:
     "How the kernel ended (its exit reaped), or None while it runs."
@@ -111,6 +112,7 @@ def stop(self:_Kernel):
         if self.proc is not None and self.proc.poll() is None: self.proc.kill(); self.proc.wait()
         self.km = None
 
+# %% ../nbs/20b_sweep.ipynb #b2312c6b
 @patch
 def reset(self:_Kernel):
     "Clear what the last run left in the namespace and the execution counter (not the imported modules)."
@@ -189,6 +191,8 @@ def serve(kernel:str=KERNEL, # the kernel's name
 
 # %% ../nbs/20b_sweep.ipynb #34c20ab7
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+# %% ../nbs/20b_sweep.ipynb #82964462
 def _tail(path:Path, n:int=3) -> str:
     lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip()] if path.is_file() else []
     return "\n".join("    " + l for l in lines[-n:])
@@ -327,6 +331,7 @@ def _dry_run(g:Grid, todo:list[Job], records:list[dict], folder:Path, say) -> li
             + (f" ({r['unfinished']})" if r["unfinished"] else ""))
     return records
 
+# %% ../nbs/20b_sweep.ipynb #ec310d1b
 def _check_kernel(kernel:str):
     "The named Jupyter kernel is installed, or one error listing those that are."
     from jupyter_client.kernelspec import KernelSpecManager

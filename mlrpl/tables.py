@@ -248,6 +248,8 @@ def tidy_main(df:pd.DataFrame, # finished runs (`collect`)
 def _known(df:pd.DataFrame, col:str) -> list:
     "The distinct recorded values of a column (None and NaN are unrecorded)."
     return sorted({x for x in df[col] if x is not None and x == x}, key=str) if col in df else []
+
+# %% ../nbs/21_tables.ipynb #2a75b33d
 def _either(values:list, show=str, none:str="unrecorded") -> str: return " or ".join(show(x) for x in values) if values else none
 
 # %% ../nbs/21_tables.ipynb #506524ca
@@ -472,6 +474,8 @@ def claims_caption(runs:pd.DataFrame, cooc:pd.DataFrame|None=None, baseline:str=
 def _text(v) -> str:
     if isinstance(v, (float, np.floating)): return "–" if np.isnan(v) else f"{v:.6g}"
     return str(v)
+
+# %% ../nbs/21_tables.ipynb #569ffe38
 def _grid(table:pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     t = table if isinstance(table.index, pd.RangeIndex) else table.reset_index()
     return [str(c) for c in t.columns], [[_text(v) for v in r] for r in t.itertuples(index=False)]

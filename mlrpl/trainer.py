@@ -130,6 +130,8 @@ def gather_objects(obj):
 def _to(x, device, channels_last=False):
     x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+# %% ../nbs/11_trainer.ipynb #a22961ee
 def _step_seed(seed:int, epoch:int, step:int) -> int:
     "One number per (seed, epoch, step): digits in base 1,000,003, a prime above any step count, so no two collide."
     return (seed*1_000_003 + epoch)*1_000_003 + step
@@ -252,16 +254,19 @@ def steps_per_epoch(self:Trainer) -> int:
     n = len(self.sampler)//self.cfg.batch_size
     return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
 
+# %% ../nbs/11_trainer.ipynb #3083bab2
 @patch
 def _loader(self:Trainer, ds, sampler=None, shuffle=False, drop_last=False):
     return DataLoader(ds, batch_size=self.cfg.batch_size, sampler=sampler, shuffle=shuffle, drop_last=drop_last,
                       num_workers=self.cfg.workers, pin_memory=self.cuda, persistent_workers=False)
 
+# %% ../nbs/11_trainer.ipynb #01c9ef3c
 @patch
 def _shard(self:Trainer, ds):
     "This process's share of `ds` for evaluation: indices rank, rank + world, ... (no padding)."
     return Subset(ds, list(range(self.rank, len(ds), self.world))) if self.world > 1 else ds
 
+# %% ../nbs/11_trainer.ipynb #6ccaff1a
 @patch
 def _autocast(self:Trainer):
     return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else torch.autocast("cpu", enabled=False)
@@ -318,6 +323,7 @@ def _count_pseudo(counts:dict, pseudo:dict, partial:torch.Tensor, full:torch.Ten
         c = counts.setdefault(k, np.zeros(3, np.int64))
         c += [int((p & truth).sum()), int(p.sum()), int((unknown & truth).sum())]
 
+# %% ../nbs/11_trainer.ipynb #654c929f
 def _pseudo_logs(counts:dict) -> dict:
     "An epoch's pseudo_<kind>_precision, _recall and _generated, summed over the processes (NaN where undefined)."
     out = {}
@@ -328,6 +334,7 @@ def _pseudo_logs(counts:dict) -> dict:
         out[f"pseudo_{k}_generated"] = gen
     return out
 
+# %% ../nbs/11_trainer.ipynb #e5fa84ac
 @patch
 def _update(self:Trainer, loss:torch.Tensor):
     "One optimiser step on `loss`: its gradients (scaled under fp16), the step, OneCycle's schedule, the EMA."
