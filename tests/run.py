@@ -21,7 +21,7 @@ def notebooks() -> tuple[int, int]:
         tail = p.stdout.split("nbdev Tests Failed On The Following Notebooks", 1)[1]
         failed = len(re.findall(r"^\t\S", tail, re.M))
     if p.returncode != 0 and failed == 0: failed = 1  # nbdev_test itself broke
-    return done, failed
+    return max(done - failed, 0), failed  # a failed notebook is completed too
 
 
 def pytests() -> tuple[int, int]:
