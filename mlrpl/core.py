@@ -204,7 +204,10 @@ class Registry:
 
     def _table(self) -> dict:
         "The names → factories, once `fill` (which imports the plugin modules) has run."
-        if self._fill is not None: fill, self._fill = self._fill, None; fill()
+        if self._fill is not None:
+            fill, self._fill = self._fill, None  # a registration made while it runs reads no further
+            try: fill()
+            except BaseException: self._fill = fill; raise  # a plugin that fails to import fails every read, not just the first
         return self._items
 
     def register(self, name:str|None=None) -> Callable:
@@ -215,6 +218,8 @@ class Registry:
             # the same definition again (a re-run cell, or a notebook and its exported module) replaces itself
             if old is not None and getattr(old, "__qualname__", None) != getattr(obj, "__qualname__", None):
                 raise KeyError(f"{self.kind} {key!r} is registered twice ({old.__qualname__} and {obj.__qualname__})")
+            if getattr(old, "__module__", None) == "__main__" != getattr(obj, "__module__", None):
+                return obj  # a notebook's own definition stays: its exported copy, imported later by `fill`, does not replace it
             self._items[key] = obj
             return obj
         return deco

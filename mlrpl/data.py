@@ -26,7 +26,6 @@ from .masking import drop_labels
 
 _GET_IT = "Get it as the README's Datasets section says"  # how a missing real dataset is prepared
 
-
 # %% auto #0
 __all__ = ['DATASETS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'AUGMENTATIONS', 'COCO_CLASSES', 'VOC_CLASSES', 'get_dataset', 'load_rgb',
            'MultiLabelDataset', 'official_crop_sizes', 'official_transforms', 'hcp_augmentation', 'flip_augmentation',

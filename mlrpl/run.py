@@ -594,11 +594,12 @@ def plot_short_run(h, # short_run's history
                    name:str, # the method as the title names it, e.g. "SARB"
                    panels:dict, # panel title → {history column: line label}
                   ):
-    "The figure of a method notebook's closing run; columns named *mAP* are drawn in %."
+    "The figure of a method notebook's closing run (short_run's setting in its title); columns named *mAP* are drawn in %."
+    import itertools
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, len(panels), figsize=(4.4*len(panels), 3.2), squeeze=False)
     for ax, (title, lines) in zip(axs[0], panels.items()):
-        for (col, label), mk in zip(lines.items(), "os^DvP"):  # lines differ by marker as well as colour, in mlrpl.figures.MARKERS' order
+        for (col, label), mk in zip(lines.items(), itertools.cycle("os^DvP")):  # lines differ by marker as well as colour, in mlrpl.figures.MARKERS' order
             ax.plot(h.epoch, h[col]*(100 if "mAP" in col else 1), marker=mk, label=label)
         ax.set(title=title, xlabel="epoch")
         if len(lines) > 1: ax.legend(fontsize=7)

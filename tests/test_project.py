@@ -73,7 +73,7 @@ def test_every_run_parameter_has_papermill_help():
 
 
 def test_every_plugin_is_registered_the_first_time_a_registry_is_read():
-    "Plugins register themselves where they are defined; a registry's first read imports them (mlrpl.load_plugins), rendering never does."
+    "Plugins register themselves where they are defined; a registry's first read imports them (mlrpl.load_plugins); importing tables and figures does not."
     code = ("import json, sys; import mlrpl.tables, mlrpl.figures; assert 'torch' not in sys.modules, 'rendering imported torch'; "
             "from mlrpl.methods import METHODS; from mlrpl.data import AUGMENTATIONS, DATASETS; from mlrpl.backbones import BACKBONES; "
             "assert 'mlrpl.clsl' not in sys.modules, 'a plugin imported before a name was read'; "
