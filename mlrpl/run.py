@@ -582,19 +582,22 @@ def short_run(method:str, # a registered method
     import pandas as pd
     from mlrpl.fashionscenes import write_fashion_scenes
     folder = Path(folder)
-    scenes = write_fashion_scenes(folder/"scenes", n_train=256, n_val=128, source="digits", progress=False)
+    n_train = 256
+    scenes = write_fashion_scenes(folder/"scenes", n_train=n_train, n_val=128, source="digits", progress=False)
     with modified_env(MLRPL_DATA=str(folder)):  # the feature cache goes under the data root
         cfg = dict(data_root=str(scenes), method=method, known_prop=0.3, epochs=epochs, step_size=epochs, test_every=1, batch_size=16,
                    img_dim=32, inter_dim=16, out_dim=32, results_dir=str(folder/method)) | kw  # a small head: 16 steps an epoch
-        run(RunConfig(**cfg), overwrite=True, progress=False)
-    return pd.read_csv(folder/method/"history.csv")
+        r = RunConfig(**cfg); run(r, overwrite=True, progress=False)
+    h = pd.read_csv(folder/method/"history.csv")
+    h.attrs["setting"] = f"{n_train} digit scenes, {100*r.known_prop:g} % known, {r.epochs} epochs, seed {r.seed}"  # for its figure's title
+    return h
 
 # %% ../nbs/11b_run.ipynb #413d52ea
 def plot_short_run(h, # short_run's history
                    name:str, # the method as the title names it, e.g. "SARB"
                    panels:dict, # panel title → {history column: line label}
                   ):
-    "The figure of a method notebook's closing run (short_run's setting in its title); columns named *mAP* are drawn in %."
+    "The figure of a method notebook's closing run (the setting short_run records in `h.attrs`, in its title); columns named *mAP* are drawn in %."
     import itertools
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, len(panels), figsize=(4.4*len(panels), 3.2), squeeze=False)
@@ -603,5 +606,5 @@ def plot_short_run(h, # short_run's history
             ax.plot(h.epoch, h[col]*(100 if "mAP" in col else 1), marker=mk, label=label)
         ax.set(title=title, xlabel="epoch")
         if len(lines) > 1: ax.legend(fontsize=7)
-    fig.suptitle(f"{name} on 256 digit scenes, 30 % known, {len(h)} epochs, seed 0", fontsize=9); fig.tight_layout()
+    fig.suptitle(f"{name} on {h.attrs['setting']}", fontsize=9); fig.tight_layout()
     return fig
