@@ -8,6 +8,7 @@ from __future__ import annotations
 import atexit
 import csv
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import pickle
 import random
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -97,16 +99,23 @@ def init_distributed(device:torch.device) -> bool:
     return True
 
 # %% ../nbs/11_trainer.ipynb #d25531f4
+_WRAPPED = weakref.WeakSet()  # the Trainers of this process whose step DDP wraps
+
 def _leave_distributed():
-    """At exit, leave the group together. A process that exits while a peer's last collective is still in flight
-    can abort one of them in the interpreter's teardown ("terminate called without an active exception", about 1 run
-    in 25 of two CPU processes): a finished job then fails. So wait for every process first, unless this one is exiting
-    on an error (its peers may never reach the barrier; the timeout bounds the wait either way)."""
+    """At exit, leave the group together and end its threads while the interpreter still runs. A process that exits
+    while a peer's last collective is in flight can abort in the interpreter's teardown ("terminate called without an
+    active exception", about 1 run in 25 of two CPU processes), so every process first waits for the others, unless
+    this one is exiting on an error (its peers may never reach the barrier; the timeout bounds the wait either way).
+    The group outlives `destroy_process_group` while a DDP wrapper holds it: its gloo worker and socket threads then
+    run on into the teardown, where a thread that touches Python aborts the process (1 run in ~400 with the barrier
+    alone). So the wrappers are released and collected first: the group, and its threads, end here."""
     if not (dist.is_available() and dist.is_initialized()): return
     if getattr(sys, "last_value", None) is None:  # set when an uncaught exception ends the program
         if dist.get_backend() == "gloo": dist.monitored_barrier(timeout=timedelta(minutes=5))
         else: dist.barrier()
+    for t in list(_WRAPPED): t.ddp = None
     dist.destroy_process_group()
+    gc.collect()
 
 # %% ../nbs/11_trainer.ipynb #b3fba2d6
 def gather_cat(t:torch.Tensor) -> torch.Tensor:
@@ -239,6 +248,7 @@ def _build(self:Trainer, model):
     # in DDP's forward and made ready once, by its gradient (wrapping the model alone marks it unused, then ready again)
     self._step = _LossStep(self.model)
     self.ddp = nn.parallel.DistributedDataParallel(self._step, find_unused_parameters=True) if self.distributed else None
+    if self.ddp is not None: _WRAPPED.add(self)  # released at exit (`_leave_distributed`)
     params = [p for p in self.model.parameters() if p.requires_grad]
     self.optimizer = _optimizer(cfg, params)
     self.sampler = DistributedSampler(self.train_set, num_replicas=self.world, rank=self.rank, shuffle=True, seed=cfg.seed, drop_last=True)
