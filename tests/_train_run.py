@@ -20,8 +20,11 @@ def _no_gloo_thread_in_the_teardown():
     """Registered before a Trainer joins the group, so it runs after the Trainer's exit handler has left it: a gloo
     thread still alive here would run on into the interpreter's teardown, where one that touches Python aborts the
     process (rarely: 1 run in ~400). Fail every such run instead, whatever the timing."""
-    tasks = Path("/proc/self/task")
-    left = [n for n in ((t / "comm").read_text().strip() for t in tasks.iterdir()) if "gloo" in n]
+    left = []
+    for t in Path("/proc/self/task").iterdir():
+        try: name = (t / "comm").read_text().strip()
+        except FileNotFoundError: continue  # a thread that ended while listed
+        if "gloo" in name: left.append(name)
     if left:
         print(f"{__file__}: threads outlive the process group at exit: {left}", file=sys.stderr, flush=True)
         os._exit(3)
