@@ -108,14 +108,14 @@ def _leave_distributed():
     this one is exiting on an error (its peers may never reach the barrier; the timeout bounds the wait either way).
     The group outlives `destroy_process_group` while a DDP wrapper holds it: its gloo worker and socket threads then
     run on into the teardown, where a thread that touches Python aborts the process (1 run in ~400 with the barrier
-    alone). So the wrappers are released and collected first: the group, and its threads, end here."""
+    alone). So the wrappers are released first: the group, and its threads, end here."""
     if not (dist.is_available() and dist.is_initialized()): return
     if getattr(sys, "last_value", None) is None:  # set when an uncaught exception ends the program
         if dist.get_backend() == "gloo": dist.monitored_barrier(timeout=timedelta(minutes=5))
         else: dist.barrier()
     for t in list(_WRAPPED): t.ddp = None
     dist.destroy_process_group()
-    gc.collect()
+    gc.collect()  # for a wrapper in a reference cycle (ours are freed by the release alone)
 
 # %% ../nbs/11_trainer.ipynb #b3fba2d6
 def gather_cat(t:torch.Tensor) -> torch.Tensor:
